@@ -1,0 +1,33 @@
+/* xc_config.h: compiler shims shared by every C file of xentc.
+ *
+ * Included first by the kernel and dispatch files. Gives a portable `restrict`, and stubs for the
+ * three OpenMP calls the kernels use, so the same sources build serially when the compiler has no
+ * OpenMP (setup.py then omits -fopenmp and _OPENMP stays undefined). */
+#ifndef XC_CONFIG_H
+#define XC_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_MSC_VER) && !defined(__clang__)
+#define XC_RESTRICT __restrict
+#define XC_INLINE static __inline
+#else
+#define XC_RESTRICT __restrict__
+#define XC_INLINE static inline
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#else
+/* Serial build: one thread, thread number 0. The pragmas are ignored by the compiler. */
+static inline int omp_get_thread_num(void) { return 0; }
+static inline int omp_get_num_threads(void) { return 1; }
+static inline int omp_get_max_threads(void) { return 1; }
+#endif
+
+/* Status codes returned by every exported kernel (xc_api.h). */
+#define XC_OK 0
+#define XC_ENOMEM 1
+
+#endif /* XC_CONFIG_H */

@@ -1,0 +1,70 @@
+/* xc_rows.h: dtype-independent helpers for the row loops of xc_kernels.inc.
+ *
+ * How rows are cut into work: the kernels process rows in blocks of xc_block_rows(n_classes) rows.
+ * A block is the unit that OpenMP hands to a thread and the unit of the loss reduction (each block's
+ * rows are summed in row order, then the block sums in block order), so the block size depends on
+ * the shape alone, never on the thread count: that is what makes the results bitwise identical
+ * for every n_threads. Blocks hold about XC_BLOCK_ELEMS logits: large enough that the scheduling
+ * cost is noise, small enough that 2-16 threads get many blocks each for load balance. */
+#ifndef XC_ROWS_H
+#define XC_ROWS_H
+
+#include <stdlib.h>
+
+#include "xc_api.h"
+#include "xc_config.h"
+
+#define XC_BLOCK_ELEMS 32768
+#define XC_MAX_BLOCK_ROWS 1024
+/* Below this many logits the OpenMP fork/join costs more than it saves: run on the calling thread. */
+#define XC_PARALLEL_MIN_ELEMS 32768
+#define XC_ALIGN 64
+
+XC_INLINE int64_t xc_block_rows(int64_t n_classes)
+{
+    int64_t rows = XC_BLOCK_ELEMS / (n_classes > 0 ? n_classes : 1);
+    return rows < 1 ? 1 : (rows > XC_MAX_BLOCK_ROWS ? XC_MAX_BLOCK_ROWS : rows);
+}
+
+/* Threads worth starting for n_blocks blocks of n_rows x n_classes logits. */
+XC_INLINE int xc_team_size(int n_threads, int64_t n_blocks, int64_t n_rows, int64_t n_classes)
+{
+    if (n_rows * n_classes < XC_PARALLEL_MIN_ELEMS || n_threads < 1)
+        return 1;
+    return n_blocks < (int64_t)n_threads ? (int)n_blocks : n_threads;
+}
+
+/* Element offset of row i of an operand. */
+XC_INLINE int64_t xc_row_offset(const xc_matrix *m, int64_t i)
+{
+    return m->row_offset ? m->row_offset[i] : i * m->row_step;
+}
+
+/* Per-thread scratch rows: `n_threads` slices of `per_thread` bytes, each 64-byte aligned, from one
+ * allocation made before any output is written (so an allocation failure writes nothing). */
+typedef struct {
+    void *raw;
+    char *base;
+    size_t per_thread;
+} xc_scratch;
+
+XC_INLINE int xc_scratch_alloc(xc_scratch *s, int n_threads, size_t per_thread)
+{
+    s->per_thread = (per_thread + XC_ALIGN - 1) / XC_ALIGN * XC_ALIGN;
+    s->raw = NULL;
+    s->base = NULL;
+    if (s->per_thread == 0)
+        return XC_OK;
+    s->raw = malloc(s->per_thread * (size_t)n_threads + XC_ALIGN);
+    if (s->raw == NULL)
+        return XC_ENOMEM;
+    s->base = (char *)(((uintptr_t)s->raw + XC_ALIGN - 1) / XC_ALIGN * XC_ALIGN);
+    return XC_OK;
+}
+
+XC_INLINE void *xc_scratch_slice(const xc_scratch *s, int thread, size_t offset)
+{
+    return s->base ? s->base + s->per_thread * (size_t)thread + offset : NULL;
+}
+
+#endif /* XC_ROWS_H */

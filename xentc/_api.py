@@ -1,0 +1,119 @@
+"""The public functions: validate -> allocate -> run the kernel -> reduce.
+
+Semantics: shared/spec/api.md, with torch.nn.functional.cross_entropy as the oracle (classes on
+the last axis); the README's "Semantics" section lists the details, deviations included.
+"""
+
+import math
+
+import numpy as np
+
+from . import _kernels
+from ._validate import (
+    as_matrix,
+    check_grad_output,
+    check_out,
+    mean_denominator,
+    plan_cross_entropy,
+    plan_rows,
+)
+from ._threads import resolve_n_threads
+
+
+def _run(plan, *, grad=None, grad_scale=1.0, row_grad_scale=None, return_lse=False):
+    """Run the fused kernel; returns (loss as the reduction asks, lse rows or None)."""
+    loss_rows = np.empty(plan.n_rows, dtype=plan.dtype) if plan.reduction == "none" else None
+    lse = np.empty(plan.n_rows, dtype=plan.dtype) if return_lse else None
+    total = _kernels.xent(
+        plan.logits, plan.n_rows, plan.n_classes, target_index=plan.target_index,
+        ignore_index=plan.ignore_index, target_prob=plan.target_prob,
+        class_weight=plan.class_weight, sample_weight=plan.sample_weight,
+        label_smoothing=plan.label_smoothing, z_loss=plan.z_loss,
+        grad=None if grad is None else as_matrix(grad), grad_scale=grad_scale,
+        row_grad_scale=row_grad_scale, loss_out=loss_rows, lse_out=lse,
+        want_sum=plan.reduction != "none", n_threads=plan.n_threads)
+    if plan.reduction == "none":
+        loss = loss_rows.reshape(plan.lead_shape)
+    elif plan.reduction == "sum":
+        loss = float(total)
+    else:
+        denominator = mean_denominator(plan)
+        loss = total / denominator if denominator != 0 else math.nan
+    return loss, None if lse is None else lse.reshape(plan.lead_shape)
+
+
+def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, z_loss=0.0, return_lse=False,
+                  n_threads=None):
+    """Softmax cross-entropy of `logits` (shape (..., C), classes last) against `target`.
+
+    target: class indices of shape logits.shape[:-1] (any integer dtype), or class probabilities
+    of shape logits.shape (float32/float64). Options as torch.nn.functional.cross_entropy
+    (weight, ignore_index, reduction, label_smoothing), plus sample_weight (per-row weights),
+    z_loss (adds z_loss * lse**2 per counted row) and return_lse (also return each row's
+    log-sum-exp). Returns a Python float for 'mean'/'sum', an ndarray of shape
+    logits.shape[:-1] for 'none'; (loss, lse) with return_lse=True.
+    """
+    plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
+                              label_smoothing, z_loss, n_threads)
+    loss, lse = _run(plan, return_lse=return_lse)
+    return (loss, lse) if return_lse else loss
+
+
+def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
+                            ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                            return_lse=False, n_threads=None, grad_output=None, out=None):
+    """cross_entropy and its gradient with respect to the logits, in one fused pass.
+
+    grad_output: the vector-Jacobian product's cotangent (None: 1.0, or ones for 'none'; a scalar,
+    or for 'none' an array of shape logits.shape[:-1]). out: where to write the gradient (same
+    shape and dtype as logits, writeable, any strides); out=logits overwrites the logits in place.
+    Returns (loss, grad), or (loss, lse, grad) with return_lse=True.
+    """
+    plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
+                              label_smoothing, z_loss, n_threads)
+    scale, row_scale = check_grad_output(grad_output, plan.reduction, plan.lead_shape)
+    grad = check_out(out, logits, plan.dtype, {
+        "target": target, "weight": weight, "sample_weight": sample_weight,
+        "grad_output": grad_output})
+    if plan.reduction == "mean":
+        denominator = mean_denominator(plan)
+        # A zero denominator (every row ignored or weighted 0) gives a NaN mean and, as torch,
+        # an all-zero gradient.
+        scale = scale / denominator if denominator != 0 else 0.0
+    loss, lse = _run(plan, grad=grad, grad_scale=scale, row_grad_scale=row_scale,
+                     return_lse=return_lse)
+    return (loss, lse, grad) if return_lse else (loss, grad)
+
+
+def logsumexp(x, axis=-1):
+    """log(sum(exp(x), axis)), as scipy.special.logsumexp, in x's dtype (float32/float64)."""
+    _, rows, _ = plan_rows(x, axis)
+    lead_shape = rows.shape[:-1]
+    out = np.empty(math.prod(lead_shape), dtype=rows.dtype)
+    if rows.shape[-1] == 0:
+        out.fill(-np.inf)  # the log of an empty sum
+    elif out.size:
+        _kernels.lse_rows(as_matrix(rows), out.size, rows.shape[-1], out, resolve_n_threads(None))
+    return out.reshape(lead_shape)
+
+
+def _softmax_family(x, axis, log_softmax):
+    arr, rows, axis = plan_rows(x, axis)
+    out = np.empty(arr.shape, dtype=rows.dtype)
+    out_rows = np.moveaxis(out, axis, -1)
+    n_rows = math.prod(out_rows.shape[:-1])
+    if out.size:
+        _kernels.softmax_rows(as_matrix(rows), n_rows, rows.shape[-1], as_matrix(out_rows),
+                              log_softmax, resolve_n_threads(None))
+    return out
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x), axis), as scipy.special.softmax, in x's dtype."""
+    return _softmax_family(x, axis, False)
+
+
+def log_softmax(x, axis=-1):
+    """x - logsumexp(x, axis), as scipy.special.log_softmax, in x's dtype."""
+    return _softmax_family(x, axis, True)

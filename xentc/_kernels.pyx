@@ -1,0 +1,150 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Thin Cython over src_c/xc_api.h: NumPy arrays -> pointers and element steps, GIL released.
+
+Nothing here checks its input: xentc/_validate.py has already made every array native-endian,
+aligned, of the right dtype and shape, and every index valid (see the contract in xc_api.h).
+An N x C operand arrives as a `Matrix` (xentc/_validate.py): (array, row_offsets, row_step,
+class_step), the array's data pointer being its element (0, ..., 0).
+"""
+
+cimport numpy as cnp
+from libc.stdint cimport int64_t
+
+cnp.import_array()
+
+
+cdef extern from "xc_api.h" nogil:
+    ctypedef struct xc_matrix:
+        void *data
+        const int64_t *row_offset
+        int64_t row_step, class_step
+
+    ctypedef struct xc_xent_args:
+        int64_t n_rows, n_classes
+        xc_matrix logits
+        const int64_t *target_index
+        int64_t target_step
+        int64_t ignore_index
+        xc_matrix target_prob
+        int target_prob_is_f64
+        const void *class_weight
+        const double *sample_weight
+        int64_t sample_weight_step
+        double label_smoothing
+        double z_loss
+        xc_matrix grad
+        double grad_scale
+        const double *row_grad_scale
+        int64_t row_grad_scale_step
+        void *loss_out
+        void *lse_out
+        double *loss_sum_out
+        int n_threads
+
+    int XC_OK, XC_ENOMEM
+    int xc_xent_f32(const xc_xent_args *args)
+    int xc_xent_f64(const xc_xent_args *args)
+    int xc_lse_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes, float *lse_out,
+                        int n_threads)
+    int xc_lse_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes, double *lse_out,
+                        int n_threads)
+    int xc_softmax_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
+                            const xc_matrix *out, int log_softmax, int n_threads)
+    int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
+                            const xc_matrix *out, int log_softmax, int n_threads)
+    int xc_openmp_enabled()
+
+
+cdef void *data_of(object array):
+    return NULL if array is None else cnp.PyArray_DATA(<cnp.ndarray>array)
+
+
+cdef int64_t step_of(object vector):
+    # Element step of a 1-D array (0 for None: never read).
+    return 0 if vector is None else vector.strides[0] // vector.itemsize
+
+
+cdef xc_matrix to_matrix(object m):
+    cdef xc_matrix out
+    out.data = NULL
+    out.row_offset = NULL
+    out.row_step = 0
+    out.class_step = 1
+    if m is not None:
+        out.data = data_of(m.array)
+        out.row_offset = <const int64_t *>data_of(m.row_offsets)
+        out.row_step = m.row_step
+        out.class_step = m.class_step
+    return out
+
+
+cdef check(int status):
+    if status == XC_ENOMEM:
+        raise MemoryError("xentc: could not allocate the kernel's per-thread scratch rows")
+
+
+def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64_t ignore_index,
+         target_prob, class_weight, sample_weight, double label_smoothing, double z_loss,
+         grad, double grad_scale, row_grad_scale, loss_out, lse_out, bint want_sum,
+         int n_threads):
+    """Run the fused kernel; returns the sum of the row losses when want_sum, else None."""
+    cdef xc_xent_args a
+    cdef double loss_sum = 0.0
+    cdef bint is_f64 = logits.array.dtype.itemsize == 8
+    cdef int status
+    a.n_rows = n_rows
+    a.n_classes = n_classes
+    a.logits = to_matrix(logits)
+    a.target_index = <const int64_t *>data_of(target_index)
+    a.target_step = step_of(target_index)
+    a.ignore_index = ignore_index
+    a.target_prob = to_matrix(target_prob)
+    a.target_prob_is_f64 = target_prob is not None and target_prob.array.dtype.itemsize == 8
+    a.class_weight = data_of(class_weight)
+    a.sample_weight = <const double *>data_of(sample_weight)
+    a.sample_weight_step = step_of(sample_weight)
+    a.label_smoothing = label_smoothing
+    a.z_loss = z_loss
+    a.grad = to_matrix(grad)
+    a.grad_scale = grad_scale
+    a.row_grad_scale = <const double *>data_of(row_grad_scale)
+    a.row_grad_scale_step = step_of(row_grad_scale)
+    a.loss_out = data_of(loss_out)
+    a.lse_out = data_of(lse_out)
+    a.loss_sum_out = &loss_sum if want_sum else NULL
+    a.n_threads = n_threads
+    with nogil:
+        status = xc_xent_f64(&a) if is_f64 else xc_xent_f32(&a)
+    check(status)
+    return loss_sum if want_sum else None
+
+
+def lse_rows(x, Py_ssize_t n_rows, Py_ssize_t n_classes, cnp.ndarray lse_out, int n_threads):
+    cdef xc_matrix xm = to_matrix(x)
+    cdef void *out = cnp.PyArray_DATA(lse_out)
+    cdef bint is_f64 = lse_out.dtype.itemsize == 8
+    cdef int status
+    with nogil:
+        if is_f64:
+            status = xc_lse_rows_f64(&xm, n_rows, n_classes, <double *>out, n_threads)
+        else:
+            status = xc_lse_rows_f32(&xm, n_rows, n_classes, <float *>out, n_threads)
+    check(status)
+
+
+def softmax_rows(x, Py_ssize_t n_rows, Py_ssize_t n_classes, out, bint log_softmax,
+                 int n_threads):
+    cdef xc_matrix xm = to_matrix(x), om = to_matrix(out)
+    cdef bint is_f64 = out.array.dtype.itemsize == 8
+    cdef int status
+    with nogil:
+        if is_f64:
+            status = xc_softmax_rows_f64(&xm, n_rows, n_classes, &om, log_softmax, n_threads)
+        else:
+            status = xc_softmax_rows_f32(&xm, n_rows, n_classes, &om, log_softmax, n_threads)
+    check(status)
+
+
+def openmp_enabled():
+    """True when the kernels were compiled with OpenMP."""
+    return bool(xc_openmp_enabled())

@@ -1,0 +1,49 @@
+"""How many threads a call uses: the argument, else OMP_NUM_THREADS, else the usable cores.
+
+The same order as scikit-learn's `_openmp_effective_n_threads`. Results never depend on the
+answer (the kernels are bitwise deterministic across thread counts); only the speed does.
+"""
+
+import operator
+import os
+
+from . import _kernels
+
+
+def usable_cores():
+    """Cores this process may run on (its affinity mask), not the machine's total."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def default_n_threads():
+    """(count, how it was chosen) for n_threads=None."""
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env:
+        # OpenMP allows a list ("4,2") for nested levels; the first entry is the outer team.
+        try:
+            value = int(env.split(",")[0])
+        except ValueError:
+            value = 0
+        if value >= 1:
+            return value, "OMP_NUM_THREADS"
+    return usable_cores(), "usable cores"
+
+
+def resolve_n_threads(n_threads):
+    """Validate the n_threads argument and return the team size the kernels get."""
+    if n_threads is None:
+        count = default_n_threads()[0]
+    else:
+        if isinstance(n_threads, bool):
+            raise TypeError(f"n_threads must be an int >= 1 or None; got {n_threads!r}")
+        try:
+            count = operator.index(n_threads)
+        except TypeError:
+            raise TypeError(
+                f"n_threads must be an int >= 1 or None; got {n_threads!r}") from None
+        if count < 1:
+            raise ValueError(f"n_threads must be >= 1; got {count}")
+    # A serial build runs everything on the calling thread; the argument was still checked.
+    return min(count, 1 << 16) if _kernels.openmp_enabled() else 1

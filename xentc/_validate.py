@@ -1,0 +1,305 @@
+"""Every check and every error message of xentc, and the plans the kernels run from.
+
+Each public function calls in here first. Cheap checks come first, the O(N) scans of targets and
+sample weights last, and nothing is written to `out` before all have passed. What comes out is
+what xentc/_kernels.pyx may trust blindly (see the contract in src_c/xc_api.h): native-endian,
+aligned arrays of the right dtype and shape, every N x C operand described as a `Matrix`, every
+index target valid. Messages read "<argument> must <expectation>; got <value>".
+"""
+
+import math
+import numbers
+import operator
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+from ._threads import resolve_n_threads
+
+REDUCTIONS = ("none", "mean", "sum")
+_INT64 = np.iinfo(np.int64)
+
+
+class Matrix(NamedTuple):
+    """An array of shape (..., C) seen as n_rows x n_classes, without copying it.
+
+    `array`'s data pointer is its element (0, ..., 0). Row i starts `row_offsets[i]` elements
+    from it when the leading axes do not collapse into one step (a moved axis, say), else
+    `i * row_step` elements. Steps and offsets count elements, not bytes.
+    """
+
+    array: np.ndarray
+    row_offsets: Optional[np.ndarray]
+    row_step: int
+    class_step: int
+
+
+class XentPlan(NamedTuple):
+    logits: Matrix
+    n_rows: int
+    n_classes: int
+    lead_shape: tuple
+    dtype: np.dtype
+    target_index: Optional[np.ndarray]   # (n_rows,) int64, when the targets are class indices
+    ignore_index: int
+    target_prob: Optional[Matrix]        # when the targets are probabilities
+    class_weight: Optional[np.ndarray]   # (C,) contiguous, logits' dtype
+    sample_weight: Optional[np.ndarray]  # (n_rows,) float64
+    reduction: str
+    label_smoothing: float
+    z_loss: float
+    n_threads: int
+
+
+# ---- arrays ----------------------------------------------------------------------------------
+
+
+def _kernel_ready(a):
+    """`a` itself when the kernels can read it in place, else a native, aligned copy (the one
+    case of a copy: byte-swapped or misaligned data, which no C loop can read directly)."""
+    if (a.dtype.isnative and a.flags.aligned
+            and all(s % a.itemsize == 0 for s in a.strides)):
+        return a
+    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+
+
+def as_matrix(a):
+    """Describe `a` (shape (..., C), kernel-ready) as a Matrix."""
+    itemsize = a.itemsize
+    class_step = a.strides[-1] // itemsize if a.shape[-1] > 1 else 1
+    lead = [(n, s // itemsize) for n, s in zip(a.shape[:-1], a.strides[:-1]) if n != 1]
+    if any(n == 0 for n, _ in lead) or not lead:
+        return Matrix(a, None, 0, class_step)
+    # The leading axes collapse into one row step when each step is the next one's times its
+    # length (C order over the leading axes, whatever the class axis does).
+    if all(lead[k][1] == lead[k + 1][1] * lead[k + 1][0] for k in range(len(lead) - 1)):
+        return Matrix(a, None, lead[-1][1], class_step)
+    offsets = np.zeros([n for n, _ in lead], dtype=np.int64)
+    for axis, (n, step) in enumerate(lead):
+        shape = [1] * len(lead)
+        shape[axis] = n
+        offsets += (np.arange(n, dtype=np.int64) * step).reshape(shape)
+    return Matrix(a, offsets.reshape(-1), 0, class_step)
+
+
+def _rows_vector(a, dtype):
+    """A per-row array of shape logits.shape[:-1] as a 1-D array of `dtype` (a view when it is
+    one already; these are N-sized, so a copy is cheap)."""
+    flat = np.asarray(a, dtype=dtype)
+    if flat.ndim == 1 and flat.dtype.isnative and flat.flags.aligned:
+        return flat
+    return np.ascontiguousarray(flat.reshape(-1))
+
+
+def check_float_array(x, name):
+    """x as an ndarray of float32 or float64 (TypeError naming `name` otherwise)."""
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if arr.dtype.kind != "f" or arr.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
+    return arr
+
+
+def check_logits(logits):
+    arr = check_float_array(logits, "logits")
+    if arr.ndim == 0:
+        raise ValueError("logits must have at least one axis (the classes, last); got a 0-d array")
+    if arr.shape[-1] == 0:
+        raise ValueError(f"logits must have at least one class (C >= 1); got shape {arr.shape}")
+    return arr
+
+
+def _real_scalar(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+        raise TypeError(f"{name} must be a real number; got {value!r}")
+    return float(value)
+
+
+def check_reduction(reduction):
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of 'none', 'mean', 'sum'; got {reduction!r}")
+    return reduction
+
+
+def check_ignore_index(ignore_index):
+    if isinstance(ignore_index, (bool, np.bool_)):
+        raise TypeError(f"ignore_index must be an int; got {ignore_index!r}")
+    try:
+        value = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an int; got {ignore_index!r}") from None
+    if not _INT64.min <= value <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64; got {value}")
+    return value
+
+
+def _check_weights(weight, sample_weight, arr, lead_shape):
+    class_weight = None
+    if weight is not None:
+        w = np.asarray(weight)
+        if w.dtype.kind != "f":
+            raise TypeError(f"weight must be a floating array; got dtype {w.dtype}")
+        if w.shape != (arr.shape[-1],):
+            raise ValueError(
+                f"weight must be 1-D with one entry per class ({arr.shape[-1]}); got shape {w.shape}")
+        class_weight = np.ascontiguousarray(w, dtype=arr.dtype)
+    rows_weight = None
+    if sample_weight is not None:
+        s = np.asarray(sample_weight)
+        if s.dtype.kind != "f":
+            raise TypeError(f"sample_weight must be a floating array; got dtype {s.dtype}")
+        if s.shape != lead_shape:
+            raise ValueError(
+                f"sample_weight must have shape logits.shape[:-1] = {lead_shape}; got {s.shape}")
+        rows_weight = _rows_vector(s, np.float64)
+        bad = ~(rows_weight >= 0)  # NaN fails too
+        if bad.any():
+            raise ValueError(
+                f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
+    return class_weight, rows_weight
+
+
+def _check_target(target, arr, lead_shape, ignore_index):
+    """(int64 index targets or None, probability Matrix or None)."""
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    n_classes = arr.shape[-1]
+    if t.dtype.kind in "iu":
+        if t.shape != lead_shape:
+            raise ValueError(
+                f"target must have shape logits.shape[:-1] = {lead_shape} for class indices "
+                f"(or logits.shape = {arr.shape} for probabilities); got {t.shape}")
+        # One O(N) pass here lets the kernels index rows without a bounds check. Unsigned
+        # targets are compared as integers: a uint16 65436 is not ignore_index=-100.
+        bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+        if bad.any():
+            raise ValueError(
+                f"target must hold class indices in [0, {n_classes}) or ignore_index="
+                f"{ignore_index}; found {int(t[bad].flat[0])}")
+        return _rows_vector(t, np.int64), None
+    if t.dtype.kind == "f":
+        if t.itemsize not in (4, 8):
+            raise TypeError(
+                f"target probabilities must be float32 or float64; got dtype {t.dtype}")
+        if t.shape != arr.shape:
+            raise ValueError(
+                f"target must have shape logits.shape = {arr.shape} for probabilities "
+                f"(or {lead_shape} for class indices); got {t.shape}")
+        return None, as_matrix(_kernel_ready(t))
+    raise TypeError(
+        f"target must be an integer (class indices) or floating (probabilities) array; "
+        f"got dtype {t.dtype}")
+
+
+def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
+                       label_smoothing, z_loss, n_threads):
+    arr = check_logits(logits)
+    lead_shape = arr.shape[:-1]
+    reduction = check_reduction(reduction)
+    ignore_index = check_ignore_index(ignore_index)
+    label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
+    z_loss = _real_scalar(z_loss, "z_loss")
+    if not (math.isfinite(z_loss) and z_loss >= 0.0):
+        raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
+    n_threads = resolve_n_threads(n_threads)
+    kernel_arr = _kernel_ready(arr)
+    class_weight, rows_weight = _check_weights(weight, sample_weight, kernel_arr, lead_shape)
+    target_index, target_prob = _check_target(target, kernel_arr, lead_shape, ignore_index)
+    n_classes = arr.shape[-1]
+    return XentPlan(
+        logits=as_matrix(kernel_arr), n_rows=math.prod(lead_shape), n_classes=n_classes,
+        lead_shape=lead_shape, dtype=kernel_arr.dtype, target_index=target_index,
+        ignore_index=ignore_index, target_prob=target_prob, class_weight=class_weight,
+        sample_weight=rows_weight, reduction=reduction, label_smoothing=label_smoothing,
+        z_loss=z_loss, n_threads=n_threads)
+
+
+def mean_denominator(plan):
+    """torch's 'mean' denominator, with each counted row's share times its sample weight:
+    sum of s_i * w[y_i] over non-ignored rows (index targets), sum of s_i (probabilities)."""
+    s = plan.sample_weight
+    if plan.target_index is None:
+        return float(plan.n_rows if s is None else s.sum())
+    counted = plan.target_index != plan.ignore_index
+    if plan.class_weight is None:
+        return float(counted.sum() if s is None else s[counted].sum())
+    w = plan.class_weight.astype(np.float64)[plan.target_index[counted]]
+    return float(w.sum() if s is None else (s[counted] * w).sum())
+
+
+def check_grad_output(grad_output, reduction, lead_shape):
+    """(scalar scale, per-row float64 scales or None)."""
+    if grad_output is None:
+        return 1.0, None
+    g = np.asarray(grad_output)
+    if g.dtype.kind not in "fiu":
+        raise TypeError(f"grad_output must be a real scalar or floating array; got dtype {g.dtype}")
+    if g.ndim == 0:
+        return float(g), None
+    if reduction != "none":
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}; got an array of shape "
+            f"{g.shape}")
+    if g.shape != lead_shape:
+        raise ValueError(
+            f"grad_output must be a scalar or have shape logits.shape[:-1] = {lead_shape}; "
+            f"got {g.shape}")
+    return 1.0, _rows_vector(g, np.float64)
+
+
+def _overlaps(a, b):
+    if b is None or not np.may_share_memory(a, b):
+        return False
+    try:
+        return bool(np.shares_memory(a, b, max_work=1 << 20))
+    except np.exceptions.TooHardError:
+        return True  # cannot prove them apart: refuse rather than risk corrupting an input
+
+
+def _same_elements(a, b):
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def check_out(out, logits, dtype, others):
+    """`out` (or a fresh array) for the gradient. `others`: the inputs `out` must not touch."""
+    if out is None:
+        return np.empty(logits.shape, dtype=dtype)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray; got {type(out).__name__}")
+    if out.shape != logits.shape:
+        raise ValueError(f"out must have the logits' shape {logits.shape}; got {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out must have dtype {dtype} (native byte order); got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable; got a read-only array")
+    if not out.flags.aligned or any(s % out.itemsize for s in out.strides):
+        raise ValueError("out must be aligned to its dtype; got a misaligned array")
+    if any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
+        raise ValueError(f"out must not repeat elements; got strides {out.strides}")
+    if isinstance(logits, np.ndarray) and not _same_elements(out, logits) and _overlaps(out, logits):
+        raise ValueError(
+            "out must be the logits themselves (same elements, same layout) or not overlap them; "
+            f"got an overlapping view (strides {out.strides} vs {logits.strides})")
+    for name, other in others.items():
+        if isinstance(other, np.ndarray) and _overlaps(out, other):
+            raise ValueError(f"out must not overlap {name}")
+    return out
+
+
+# ---- logsumexp / softmax / log_softmax -------------------------------------------------------
+
+
+def plan_rows(x, axis):
+    """(x as an ndarray, x with `axis` moved last and kernel-ready, the normalised axis)."""
+    arr = check_float_array(x, "x")
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"axis must be an int; got {axis!r}")
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an int; got {axis!r}") from None
+    if not -arr.ndim <= axis < arr.ndim:
+        raise np.exceptions.AxisError(axis, arr.ndim)
+    axis %= arr.ndim
+    return arr, np.moveaxis(_kernel_ready(arr), axis, -1), axis
