@@ -68,6 +68,10 @@ int xc_softmax_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
 int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
                         const xc_matrix *out, int log_softmax, int n_threads);
 
+/* XC_EXP element-wise over contiguous arrays: a test hook for the accuracy of xc_math.h. */
+void xc_exp_array_f32(const float *x, float *out, int64_t n);
+void xc_exp_array_f64(const double *x, double *out, int64_t n);
+
 /* Build information for show_config(). */
 int xc_openmp_enabled(void);
 

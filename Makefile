@@ -1,0 +1,22 @@
+# One word per task. Python commands run from outside the checkout, so that `import xentc` finds
+# the installed package (with its compiled extension), never the source tree.
+PYTHON ?= python3
+OUTSIDE = cd "$${TMPDIR:-/tmp}" &&
+
+.PHONY: help build test demo clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+build:  ## install xentc from this checkout (compiles the extension)
+	$(PYTHON) -m pip install .
+
+test:  ## install xentc and its test extras, then run the test suite against the installed copy
+	$(PYTHON) -m pip install ".[test]"
+	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/tests"
+
+demo: build  ## install xentc, then run the example: loss and gradient checked against NumPy
+	$(OUTSIDE) $(PYTHON) -m xentc.demo
+
+clean:  ## remove build products
+	rm -rf build dist *.egg-info xentc/_kernels.c xentc/*.so .pytest_cache
