@@ -3,7 +3,7 @@
 PYTHON ?= python3
 OUTSIDE = cd "$${TMPDIR:-/tmp}" &&
 
-.PHONY: help build test demo clean
+.PHONY: help build test test-slow demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -14,6 +14,9 @@ build:  ## install xentc from this checkout (compiles the extension)
 test:  ## install xentc and its test extras, then run the test suite against the installed copy
 	$(PYTHON) -m pip install ".[test]"
 	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/tests"
+
+test-slow: build  ## the slow tests only: arrays past 2**31 elements (~9 GB of memory)
+	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" -m slow "$(CURDIR)/tests"
 
 demo: build  ## install xentc, then run the example: loss and gradient checked against NumPy
 	$(OUTSIDE) $(PYTHON) -m xentc.demo

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from . import _kernels
+from ._threads import resolve_n_threads
 from ._validate import (
     as_matrix,
     check_grad_output,
@@ -17,7 +18,6 @@ from ._validate import (
     plan_cross_entropy,
     plan_rows,
 )
-from ._threads import resolve_n_threads
 
 
 def _run(plan, *, grad=None, grad_scale=1.0, row_grad_scale=None, return_lse=False):

@@ -7,10 +7,12 @@ aligned arrays of the right dtype and shape, every N x C operand described as a 
 index target valid. Messages read "<argument> must <expectation>; got <value>".
 """
 
+from __future__ import annotations
+
 import math
 import numbers
 import operator
-from typing import NamedTuple, Optional
+from typing import NamedTuple
 
 import numpy as np
 
@@ -29,7 +31,7 @@ class Matrix(NamedTuple):
     """
 
     array: np.ndarray
-    row_offsets: Optional[np.ndarray]
+    row_offsets: np.ndarray | None
     row_step: int
     class_step: int
 
@@ -40,11 +42,11 @@ class XentPlan(NamedTuple):
     n_classes: int
     lead_shape: tuple
     dtype: np.dtype
-    target_index: Optional[np.ndarray]   # (n_rows,) int64, when the targets are class indices
+    target_index: np.ndarray | None   # (n_rows,) int64, when the targets are class indices
     ignore_index: int
-    target_prob: Optional[Matrix]        # when the targets are probabilities
-    class_weight: Optional[np.ndarray]   # (C,) contiguous, logits' dtype
-    sample_weight: Optional[np.ndarray]  # (n_rows,) float64
+    target_prob: Matrix | None        # when the targets are probabilities
+    class_weight: np.ndarray | None   # (C,) contiguous, logits' dtype
+    sample_weight: np.ndarray | None  # (n_rows,) float64
     reduction: str
     label_smoothing: float
     z_loss: float

@@ -1,0 +1,276 @@
+"""Hypothesis strategies for the xentc tests: shapes, dtypes, memory layouts, targets and options.
+
+Hypothesis draws the *structure* of a case (shape, dtypes, layout, which options are on, a seed);
+the values come from a NumPy generator seeded by the drawn seed. That keeps examples cheap to draw
+and still reproducible and shrinkable. Logits are moderate (normal * 3); extreme values, N == 0
+and non-finite rows have named tests instead.
+"""
+
+
+import numpy as np
+from conftest import thread_counts
+from hypothesis import strategies as st
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+INDEX_DTYPES = tuple(
+    np.dtype(t) for t in (np.int64, np.int32, np.int16, np.int8, np.uint8, np.uint16)
+)
+REDUCTIONS = ("none", "mean", "sum")
+
+# Memory layouts of one array, all holding the same values:
+#   C, F         np.ascontiguousarray / np.asfortranarray
+#   reversed     negative strides on every axis
+#   strided      every other element of a larger buffer (padding = NaN, or 0 for integers, so a
+#                kernel that reads outside the view shows up)
+#   transposed   a swapaxes(0, 1) view of a C array: for (N, C) the class axis is strided, for
+#                (B, T, C) the rows are out of memory order
+#   readonly     a C array with writeable=False (a memmap or np.broadcast_to stand-in)
+LAYOUTS = ("C", "F", "reversed", "strided", "transposed", "readonly")
+
+# Sizes around SIMD widths (8 floats in AVX2, 16 in AVX-512) and their tails.
+CLASS_COUNTS = (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129, 255, 300)
+
+
+def with_layout(a, layout):
+    """A view with the values and shape of `a` in the given memory layout (see LAYOUTS)."""
+    a = np.asarray(a)
+    if a.ndim == 0:  # one element has one layout (np.ascontiguousarray would even make it 1-d)
+        out = np.array(a)
+        out.flags.writeable = layout != "readonly"
+        return out
+    if layout == "C" or (a.ndim < 2 and layout in ("F", "transposed")):
+        return np.array(a, order="C")
+    if layout == "F":
+        return np.array(a, order="F")
+    if layout == "reversed":
+        flip = (slice(None, None, -1),) * a.ndim
+        return np.ascontiguousarray(a[flip])[flip]
+    if layout == "strided":
+        fill = np.nan if a.dtype.kind == "f" else 0
+        buf = np.full(tuple(2 * n + 1 for n in a.shape), fill, dtype=a.dtype)
+        view = buf[(slice(1, None, 2),) * a.ndim]
+        view[...] = a
+        return view
+    if layout == "transposed":
+        return np.ascontiguousarray(np.swapaxes(a, 0, 1)).swapaxes(0, 1)
+    if layout == "readonly":
+        out = np.array(a, order="C")
+        out.flags.writeable = False
+        return out
+    raise ValueError(f"unknown layout {layout!r}")
+
+
+def layout_of(a):
+    """A short description of an array's memory layout for error messages."""
+    a = np.asarray(a)
+    flags = "C" if a.flags.c_contiguous else "F" if a.flags.f_contiguous else "non-contiguous"
+    ro = "" if a.flags.writeable else ", read-only"
+    return f"{a.dtype} {a.shape} strides={a.strides} ({flags}{ro})"
+
+
+def describe_array(name, a):
+    if a is None:
+        return f"{name}=None"
+    if np.ndim(a) == 0 and not isinstance(a, np.ndarray):
+        return f"{name}={a!r}"
+    return f"{name}=[{layout_of(a)}]"
+
+
+class XentCase:
+    """One call of xentc.cross_entropy[_with_grad]: arrays, options and a description."""
+
+    def __init__(
+        self,
+        *,
+        logits,
+        target,
+        target_kind,
+        layout,
+        options,
+        grad_output,
+        n_threads,
+        out_kind,
+        seed,
+    ):
+        self.seed = seed  # of the NumPy generator that drew the values: with the rest, a reproducer
+        self.logits = logits
+        self.target = target
+        self.target_kind = target_kind
+        self.layout = layout
+        # weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss
+        self.options = options
+        self.grad_output = grad_output
+        self.n_threads = n_threads
+        self.out_kind = out_kind  # None | "fresh" (a new array, strided) | "logits" (in place)
+
+    @property
+    def reduction(self):
+        return self.options["reduction"]
+
+    def describe(self):
+        o = self.options
+        return "; ".join(
+            [
+                f"logits=[{layout_of(self.logits)}, layout={self.layout}]",
+                f"target={self.target_kind} [{layout_of(self.target)}]",
+                describe_array("weight", o["weight"]),
+                describe_array("sample_weight", o["sample_weight"]),
+                f"ignore_index={o['ignore_index']}",
+                f"reduction={o['reduction']!r}",
+                f"label_smoothing={o['label_smoothing']}",
+                f"z_loss={o['z_loss']}",
+                describe_array("grad_output", self.grad_output),
+                f"out={self.out_kind}",
+                f"n_threads={self.n_threads}",
+                f"seed={self.seed}",
+            ]
+        )
+
+    __repr__ = describe
+
+
+def _index_target(rng, batch_shape, c, dtype, ignore_index, ignored_fraction):
+    target = rng.integers(0, c, size=batch_shape)
+    if ignored_fraction:
+        target = np.where(rng.random(batch_shape) < ignored_fraction, ignore_index, target)
+    return np.asarray(target).astype(dtype)
+
+
+def _prob_target(rng, shape, dtype, kind):
+    if kind == "onehot":
+        t = np.eye(shape[-1])[rng.integers(0, shape[-1], size=shape[:-1])]
+    elif kind == "sparse":  # zeros in most classes: t' == 0 when label_smoothing == 0
+        t = rng.random(shape) * (rng.random(shape) < 0.3)
+        t[..., 0] += 1e-3  # keep each row's total positive
+        t /= t.sum(axis=-1, keepdims=True)
+    elif kind == "unnormalized":  # torch does not require rows summing to 1
+        t = rng.random(shape) * 2
+    else:  # "softmax": a dense distribution
+        g = rng.standard_normal(shape) * 2
+        t = np.exp(g - g.max(axis=-1, keepdims=True))
+        t /= t.sum(axis=-1, keepdims=True)
+    return t.astype(dtype)
+
+
+@st.composite
+def shapes(draw, max_rows=12):
+    """(C,), (N, C) or (B, T, C) with N >= 1 (N == 0 has named tests)."""
+    c = draw(st.one_of(st.integers(1, 40), st.sampled_from(CLASS_COUNTS)))
+    ndim = draw(st.sampled_from((1, 2, 3)))
+    if ndim == 1:
+        return (c,)
+    if ndim == 2:
+        return (draw(st.integers(1, max_rows)), c)
+    return (draw(st.integers(1, 3)), draw(st.integers(1, 4)), c)
+
+
+@st.composite
+def xent_cases(draw, *, with_grad=False):
+    """A cross_entropy case covering every option. with_grad also draws grad_output and out."""
+    shape = draw(shapes())
+    batch, c = shape[:-1], shape[-1]
+    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    layout = draw(st.sampled_from(LAYOUTS))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+
+    logits = with_layout((rng.standard_normal(shape) * 3).astype(dtype), layout)
+
+    target_kind = draw(st.sampled_from(("index", "prob")))
+    target_layout = draw(st.sampled_from(("C", "reversed", "strided", "transposed")))
+    if target_kind == "index":
+        tdtype = draw(st.sampled_from([d for d in INDEX_DTYPES if np.iinfo(d).max >= c]))
+        if tdtype.kind == "u":
+            # Unsigned targets cannot hold -100; 255 is the usual "void" label (segmentation).
+            ignore_index = draw(st.sampled_from((255, 0)))
+        else:
+            ignore_index = draw(st.sampled_from((-100, -1, 0, c - 1)))
+        ignored_fraction = draw(st.sampled_from((0.0, 0.3, 1.0)))
+        target = _index_target(rng, batch, c, tdtype, ignore_index, ignored_fraction)
+        target_kind = f"index({tdtype})"
+    else:
+        ignore_index = draw(st.sampled_from((-100, 0)))  # plays no part for probabilities
+        pkind = draw(st.sampled_from(("softmax", "onehot", "sparse", "unnormalized")))
+        target = _prob_target(rng, shape, draw(st.sampled_from(FLOAT_DTYPES)), pkind)
+        target_kind = f"prob({pkind})"
+    target = with_layout(target, target_layout)
+
+    weight = None
+    if draw(st.booleans()):
+        w = rng.uniform(0.1, 2.0, size=c)
+        if draw(st.booleans()):
+            w[rng.random(c) < 0.2] = 0.0  # zero class weights
+        weight = with_layout(
+            w.astype(draw(st.sampled_from(FLOAT_DTYPES))), draw(st.sampled_from(("C", "strided")))
+        )
+
+    sample_weight = None
+    if draw(st.booleans()):
+        s = rng.uniform(0.0, 2.0, size=batch)
+        s = np.where(rng.random(batch) < 0.25, 0.0, s)  # zero sample weights
+        sample_weight = with_layout(
+            s.astype(draw(st.sampled_from(FLOAT_DTYPES))),
+            draw(st.sampled_from(("C", "reversed", "strided"))),
+        )
+
+    options = {
+        "weight": weight,
+        "sample_weight": sample_weight,
+        "ignore_index": ignore_index,
+        "reduction": draw(st.sampled_from(REDUCTIONS)),
+        "label_smoothing": draw(st.sampled_from((0.0, 0.0, 0.1, 0.5, 1.0))),
+        "z_loss": draw(st.sampled_from((0.0, 0.0, 1e-4, 1e-2, 0.1))),
+    }
+
+    grad_output = out_kind = None
+    if with_grad:
+        go_kinds = ("default", "scalar", "zero", "0-d")
+        if options["reduction"] == "none":
+            go_kinds += ("array", "array")
+        go_kind = draw(st.sampled_from(go_kinds))
+        if go_kind == "scalar":
+            grad_output = draw(st.sampled_from((1.0, -1.5, 1.0 / 7.0, 3.0)))
+        elif go_kind == "zero":
+            grad_output = 0.0
+        elif go_kind == "0-d":  # semantics.md: 0-d arrays count as scalars
+            grad_output = np.array(0.5, dtype=draw(st.sampled_from(FLOAT_DTYPES)))
+        elif go_kind == "array":
+            go = rng.standard_normal(batch)
+            grad_output = with_layout(
+                go.astype(draw(st.sampled_from(FLOAT_DTYPES))),
+                draw(st.sampled_from(("C", "reversed", "strided"))),
+            )
+        out_kinds = (None, "fresh") if layout == "readonly" else (None, "fresh", "logits")
+        out_kind = draw(st.sampled_from(out_kinds))
+
+    return XentCase(
+        logits=logits,
+        target=target,
+        target_kind=target_kind,
+        layout=layout,
+        options=options,
+        grad_output=grad_output,
+        n_threads=draw(st.sampled_from(thread_counts())),
+        out_kind=out_kind,
+        seed=seed,
+    )
+
+
+@st.composite
+def array_cases(draw):
+    """(x, axis, layout) for logsumexp / softmax / log_softmax: 1 to 3 dims, any axis (negative
+    too), every layout."""
+    ndim = draw(st.integers(1, 3))
+    shape = tuple(
+        draw(st.one_of(st.integers(1, 6), st.sampled_from(CLASS_COUNTS)))
+        if k == 0
+        else draw(st.integers(1, 6))
+        for k in range(ndim)
+    )
+    shape = tuple(draw(st.permutations(shape)))
+    dtype = draw(st.sampled_from(FLOAT_DTYPES))
+    layout = draw(st.sampled_from(LAYOUTS))
+    axis = draw(st.integers(-ndim, ndim - 1))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = with_layout((rng.standard_normal(shape) * 3).astype(dtype), layout)
+    return x, axis, layout
