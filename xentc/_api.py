@@ -9,10 +9,10 @@ import math
 import numpy as np
 
 from . import _kernels
-from ._threads import resolve_n_threads
 from ._validate import (
     as_matrix,
     check_grad_output,
+    check_n_threads,
     check_out,
     mean_denominator,
     plan_cross_entropy,
@@ -94,7 +94,7 @@ def logsumexp(x, axis=-1):
     if rows.shape[-1] == 0:
         out.fill(-np.inf)  # the log of an empty sum
     elif out.size:
-        _kernels.lse_rows(as_matrix(rows), out.size, rows.shape[-1], out, resolve_n_threads(None))
+        _kernels.lse_rows(as_matrix(rows), out.size, rows.shape[-1], out, check_n_threads(None))
     return out.reshape(lead_shape)
 
 
@@ -105,7 +105,7 @@ def _softmax_family(x, axis, log_softmax):
     n_rows = math.prod(out_rows.shape[:-1])
     if out.size:
         _kernels.softmax_rows(as_matrix(rows), n_rows, rows.shape[-1], as_matrix(out_rows),
-                              log_softmax, resolve_n_threads(None))
+                              log_softmax, check_n_threads(None))
     return out
 
 

@@ -4,7 +4,6 @@ The same order as scikit-learn's `_openmp_effective_n_threads`. Results never de
 answer (the kernels are bitwise deterministic across thread counts); only the speed does.
 """
 
-import operator
 import os
 
 from . import _kernels
@@ -31,19 +30,6 @@ def default_n_threads():
     return usable_cores(), "usable cores"
 
 
-def resolve_n_threads(n_threads):
-    """Validate the n_threads argument and return the team size the kernels get."""
-    if n_threads is None:
-        count = default_n_threads()[0]
-    else:
-        if isinstance(n_threads, bool):
-            raise TypeError(f"n_threads must be an int >= 1 or None; got {n_threads!r}")
-        try:
-            count = operator.index(n_threads)
-        except TypeError:
-            raise TypeError(
-                f"n_threads must be an int >= 1 or None; got {n_threads!r}") from None
-        if count < 1:
-            raise ValueError(f"n_threads must be >= 1; got {count}")
-    # A serial build runs everything on the calling thread; the argument was still checked.
+def effective_n_threads(count):
+    """The team the kernels get for a validated count: a serial build runs on the calling thread."""
     return min(count, 1 << 16) if _kernels.openmp_enabled() else 1

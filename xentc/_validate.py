@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ._threads import resolve_n_threads
+from ._threads import default_n_threads, effective_n_threads
 
 REDUCTIONS = ("none", "mean", "sum")
 _INT64 = np.iinfo(np.int64)
@@ -122,13 +122,28 @@ def check_reduction(reduction):
     return reduction
 
 
+def check_int(value, name, expectation="an int"):
+    """`value` as a Python int (numpy integers too, bools not), else a TypeError naming `name`."""
+    if not isinstance(value, (bool, np.bool_)):
+        try:
+            return operator.index(value)
+        except TypeError:
+            pass
+    raise TypeError(f"{name} must be {expectation}; got {value!r}")
+
+
+def check_n_threads(n_threads):
+    """The team size for n_threads (None: the library default; see xentc/_threads.py)."""
+    if n_threads is None:
+        return effective_n_threads(default_n_threads()[0])
+    count = check_int(n_threads, "n_threads", "an int >= 1 or None")
+    if count < 1:
+        raise ValueError(f"n_threads must be >= 1; got {count}")
+    return effective_n_threads(count)
+
+
 def check_ignore_index(ignore_index):
-    if isinstance(ignore_index, (bool, np.bool_)):
-        raise TypeError(f"ignore_index must be an int; got {ignore_index!r}")
-    try:
-        value = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index must be an int; got {ignore_index!r}") from None
+    value = check_int(ignore_index, "ignore_index")
     if not _INT64.min <= value <= _INT64.max:
         raise ValueError(f"ignore_index must fit in int64; got {value}")
     return value
@@ -203,7 +218,7 @@ def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, redu
     z_loss = _real_scalar(z_loss, "z_loss")
     if not (math.isfinite(z_loss) and z_loss >= 0.0):
         raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
-    n_threads = resolve_n_threads(n_threads)
+    n_threads = check_n_threads(n_threads)
     kernel_arr = _kernel_ready(arr)
     class_weight, rows_weight = _check_weights(weight, sample_weight, kernel_arr, lead_shape)
     target_index, target_prob = _check_target(target, kernel_arr, lead_shape, ignore_index)
@@ -295,12 +310,7 @@ def check_out(out, logits, dtype, others):
 def plan_rows(x, axis):
     """(x as an ndarray, x with `axis` moved last and kernel-ready, the normalised axis)."""
     arr = check_float_array(x, "x")
-    if isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"axis must be an int; got {axis!r}")
-    try:
-        axis = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an int; got {axis!r}") from None
+    axis = check_int(axis, "axis")
     if not -arr.ndim <= axis < arr.ndim:
         raise np.exceptions.AxisError(axis, arr.ndim)
     axis %= arr.ndim
