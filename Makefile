@@ -3,10 +3,10 @@
 PYTHON ?= python3
 OUTSIDE = cd "$${TMPDIR:-/tmp}" &&
 
-.PHONY: help build test test-slow demo clean
+.PHONY: help build test test-slow bench bench-pytest demo clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 build:  ## install xentc from this checkout (compiles the extension)
 	$(PYTHON) -m pip install .
@@ -17,6 +17,13 @@ test:  ## install xentc and its test extras, then run the test suite against the
 
 test-slow: build  ## the slow tests only: arrays past 2**31 elements (~9 GB of memory)
 	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" -m slow "$(CURDIR)/tests"
+
+bench: build  ## install xentc, then run the benchmark report (python -m xentc.bench; ARGS=--quick etc.)
+	$(OUTSIDE) $(PYTHON) -m xentc.bench $(ARGS)
+
+bench-pytest:  ## install xentc and the test extras, then the pytest-benchmark suite in bench/
+	$(PYTHON) -m pip install ".[test]"
+	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/bench" --benchmark-only $(ARGS)
 
 demo: build  ## install xentc, then run the example: loss and gradient checked against NumPy
 	$(OUTSIDE) $(PYTHON) -m xentc.demo

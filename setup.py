@@ -80,7 +80,7 @@ def extension():
         base = ["-O3", "-fno-trapping-math", "-std=c99"]
     return Extension(
         "xentc._kernels",
-        sources=["xentc/_kernels.pyx", "src_c/xc_kernels_base.c"],
+        sources=["xentc/_kernels.pyx", "src_c/xc_kernels_base.c", "src_c/xc_bandwidth.c"],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=base + omp_compile,

@@ -1,46 +1,56 @@
-"""pytest-benchmark suite: `pytest bench/ --benchmark-only` (compare runs with --benchmark-autosave
-then --benchmark-compare). xentc and a vectorised NumPy float32 peer share each group.
+"""pytest-benchmark view of the benchmark report's workloads and peers (xentc/bench.py).
 
-The benchmark report with bandwidth ratios and more peers is the benchmark issue's
-`python -m xentc.bench`; this file stays a pytest view of the same kind of workloads.
+    pytest bench/ --benchmark-only                       # time everything importable
+    pytest bench/ --benchmark-only --benchmark-autosave   # save a run; later --benchmark-compare
+    XENTC_BENCH_QUICK=1 pytest bench/ --benchmark-disable # CI's smoke pass: tiny sizes, one call
+
+Each group is one workload and pass; xentc and the peers share it. Run from outside the checkout
+(as `make bench-pytest` does) so that the installed xentc is imported. The report with bandwidth
+ratios is `python -m xentc.bench`.
 """
+
+import functools
+import os
 
 import numpy as np
 import pytest
 
 import xentc
+from xentc.bench import (
+    IMPLEMENTATIONS,
+    PASSES,
+    STANDARD_WORKLOADS,
+    available_implementations,
+    loss_check,
+    make_inputs,
+    quick,
+)
+from xentc._validate import check_n_threads
 
-WORKLOADS = [(512, 32000), (4096, 1000)]
-
-
-def make_inputs(n_rows, n_classes, dtype, seed=0):
-    rng = np.random.default_rng(seed)
-    logits = rng.standard_normal((n_rows, n_classes), dtype=np.float64).astype(dtype)
-    return logits, rng.integers(0, n_classes, size=n_rows)
-
-
-def numpy_loss_and_grad(logits, target):
-    """The fastest plain-NumPy version we know: float32 throughout, in-place where possible."""
-    rows = np.arange(len(target))
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(shifted, out=shifted)
-    sums = probs.sum(axis=1, keepdims=True)
-    loss = np.mean(np.log(sums[:, 0]) - np.log(probs[rows, target]))
-    probs /= sums
-    probs[rows, target] -= 1.0
-    probs /= len(target)
-    return loss, probs
+QUICK = os.environ.get("XENTC_BENCH_QUICK") == "1"
+WORKLOADS = [quick(w) for w in STANDARD_WORKLOADS] if QUICK else STANDARD_WORKLOADS
+AVAILABLE = available_implementations()
+N_THREADS = check_n_threads(None)
 
 
-@pytest.mark.parametrize("n_rows,n_classes", WORKLOADS, ids=[f"N{n}-C{c}" for n, c in WORKLOADS])
-@pytest.mark.parametrize("impl", ["xentc", "numpy"])
-def test_loss_and_grad(benchmark, impl, n_rows, n_classes):
-    logits, target = make_inputs(n_rows, n_classes, np.float32)
-    benchmark.group = f"loss+grad N={n_rows} C={n_classes} float32"
-    benchmark.extra_info["bytes_moved"] = 2 * logits.nbytes  # read logits once, write grad once
-    if impl == "xentc":
-        grad = np.empty_like(logits)
-        loss, _ = benchmark(xentc.cross_entropy_with_grad, logits, target, out=grad)
-    else:
-        loss, _ = benchmark(numpy_loss_and_grad, logits, target)
-    assert loss == pytest.approx(xentc.cross_entropy(logits, target), rel=1e-4)
+@functools.lru_cache(maxsize=1)  # one workload's arrays alive at a time
+def inputs(workload):
+    logits, target = make_inputs(workload)
+    return logits, target, xentc.cross_entropy(logits, target)
+
+
+@pytest.mark.parametrize("workload", WORKLOADS, ids=lambda w: w.label.replace(" ", "-"))
+@pytest.mark.parametrize("pass_name", PASSES)
+@pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
+def test_xent(benchmark, workload, pass_name, impl):
+    if impl not in AVAILABLE:
+        pytest.skip(f"{impl} is not importable here")
+    logits, target, expected = inputs(workload)
+    call = IMPLEMENTATIONS[impl][1](logits, target, N_THREADS)[pass_name]
+    benchmark.group = f"{pass_name} {workload.label}"
+    benchmark.extra_info["bytes_moved"] = workload.logits_bytes * (1 if pass_name == "forward" else 2)
+    benchmark.extra_info["n_threads"] = N_THREADS
+    loss = benchmark.pedantic(call, rounds=5, warmup_rounds=1)
+    assert loss_check(loss, expected, workload.dtype) == "ok", (
+        f"{impl} {pass_name} {workload.label}: loss {loss} vs xentc {expected}")
+    assert np.isfinite(loss)

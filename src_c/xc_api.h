@@ -72,6 +72,11 @@ int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
 void xc_exp_array_f32(const float *x, float *out, int64_t n);
 void xc_exp_array_f64(const double *x, double *out, int64_t n);
 
+/* Memory-bandwidth kernels of the benchmark report (xc_bandwidth.c): read n floats once; copy n
+ * floats. Each splits the array in one contiguous slice per thread. */
+double xc_bandwidth_read(const float *x, int64_t n, int n_threads);
+void xc_bandwidth_copy(const float *src, float *dst, int64_t n, int n_threads);
+
 /* Build information for show_config(). */
 int xc_openmp_enabled(void);
 

@@ -54,6 +54,8 @@ cdef extern from "xc_api.h" nogil:
                             const xc_matrix *out, int log_softmax, int n_threads)
     int xc_openmp_enabled()
     void xc_exp_array_f32(const float *x, float *out, int64_t n)
+    double xc_bandwidth_read(const float *x, int64_t n, int n_threads)
+    void xc_bandwidth_copy(const float *src, float *dst, int64_t n, int n_threads)
     void xc_exp_array_f64(const double *x, double *out, int64_t n)
 
 
@@ -150,6 +152,25 @@ def softmax_rows(x, Py_ssize_t n_rows, Py_ssize_t n_classes, out, bint log_softm
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(xc_openmp_enabled())
+
+
+def bandwidth_read(cnp.ndarray x, int n_threads):
+    """Read every element of a contiguous float32 array once (the report's read bandwidth)."""
+    cdef const float *data = <const float *>cnp.PyArray_DATA(x)
+    cdef int64_t n = x.size
+    cdef double total
+    with nogil:
+        total = xc_bandwidth_read(data, n, n_threads)
+    return total
+
+
+def bandwidth_copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
+    """Copy a contiguous float32 array into another of the same size (the copy bandwidth)."""
+    cdef const float *s = <const float *>cnp.PyArray_DATA(src)
+    cdef float *d = <float *>cnp.PyArray_DATA(dst)
+    cdef int64_t n = src.size
+    with nogil:
+        xc_bandwidth_copy(s, d, n, n_threads)
 
 
 def _exp(cnp.ndarray x):

@@ -1,0 +1,84 @@
+"""The benchmark report (xentc/bench.py): its peers compute the right thing, its arithmetic and
+its outputs. No timing is asserted: speed lives in the report, not in tests."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+import xentc
+from xentc import bench
+
+
+def test_parse_workload():
+    assert bench.parse_workload("64,1000") == bench.Workload(64, 1000, "float32")
+    assert bench.parse_workload("8,10,float64") == bench.Workload(8, 10, "float64")
+    for bad in ("64", "64,0", "1,2,float16", "a,b"):
+        with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+            bench.parse_workload(bad)
+
+
+def test_quick_keeps_classes_and_dtype_and_shrinks_rows():
+    for w in bench.STANDARD_WORKLOADS:
+        q = bench.quick(w)
+        assert (q.n_classes, q.dtype) == (w.n_classes, w.dtype)
+        assert 8 <= q.n_rows <= w.n_rows
+        assert q.n_rows * q.n_classes <= max(bench.QUICK_ELEMENTS, 8 * w.n_classes)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_numpy_peer_matches_xentc(dtype):
+    logits, target = bench.make_inputs(bench.Workload(37, 301, dtype))
+    loss, grad = xentc.cross_entropy_with_grad(logits, target)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    assert bench.numpy_forward(logits, target) == pytest.approx(loss, rel=tol)
+    np_loss, np_grad = bench.numpy_loss_and_grad(logits.copy(), target)
+    assert np_loss == pytest.approx(loss, rel=tol)
+    np.testing.assert_allclose(np_grad * len(target), grad * len(target), atol=10 * tol,
+                               err_msg=f"numpy peer gradient, {dtype}")
+
+
+def test_loss_check_flags_a_mismatch():
+    assert bench.loss_check(1.0, 1.0 + 1e-6, "float32") == "ok"
+    assert bench.loss_check(1.0, 1.01, "float32").startswith("MISMATCH")
+    assert bench.loss_check(1.0, 1.0 + 1e-9, "float64").startswith("MISMATCH")
+
+
+def test_report_end_to_end(tmp_path, capsys):
+    out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    rc = bench.main(["--only", "--workload", "64,100", "--workload", "16,1000,float64",
+                     "--peers", "numpy", "--repeats", "3", "--threads", "1",
+                     "--json", str(out_json), "--markdown", str(out_md)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "bandwidth at 1 threads" in text and "N=64 C=100 f32" in text
+    report = json.loads(out_json.read_text())
+    assert report["machine"]["threads"] == 1 and report["machine"]["xentc"] == xentc.__version__
+    assert report["bandwidth"]["read_gbs"] > 0 and report["bandwidth"]["copy_gbs"] > 0
+    impls = {(r["workload"], r["pass_name"], r["impl"]) for r in report["rows"]}
+    for label in ("N=64 C=100 f32", "N=16 C=1000 f64"):
+        assert {(label, "forward", "xentc"), (label, "forward", "numpy"),
+                (label, "loss+grad", "xentc"), (label, "loss+grad", "xentc out="),
+                (label, "loss+grad", "numpy")} <= impls
+    for r in report["rows"]:
+        assert r["loss_check"] == "ok", r
+        assert r["median_ms"] > 0 and r["bandwidth_fraction"] > 0
+        assert r["gbs"] == pytest.approx(
+            r["n_rows"] * r["n_classes"] * (4 if r["dtype"] == "float32" else 8)
+            * (1 if r["pass_name"] == "forward" else 2) / r["median_ms"] / 1e6, rel=1e-9)
+    assert out_md.read_text().startswith("| workload |")
+
+
+def test_unknown_peer_is_an_error(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--peers", "numpy,tensorflow"])
+    assert "tensorflow" in capsys.readouterr().err
+
+
+def test_plot(tmp_path):
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (optional)")
+    path = tmp_path / "bench.png"
+    bench.main(["--only", "--workload", "32,100", "--peers", "numpy", "--repeats", "3",
+                "--plot", str(path)])
+    assert path.stat().st_size > 1000

@@ -1,0 +1,515 @@
+"""`python -m xentc.bench` (or `xentc-bench`): where xentc stands against the memory wall and peers.
+
+For each workload (N rows x C classes) and pass (forward: the mean loss; loss+grad: the mean loss
+and its gradient) the report times xentc and every peer that is importable, in the same run, and
+states each time as:
+  GB/s      the bytes the pass must move at the least (forward: read the logits once; loss+grad:
+            read them once and write the gradient once) divided by the median time;
+  % of bw   that figure over the machine's bandwidth measured in the same run at the same thread
+            count (read bandwidth for forward, copy bandwidth for loss+grad): the physical limit;
+  vs xentc  the impl's median time over xentc's (2.0x: twice as slow as xentc);
+  extra MiB the peak memory the call added beyond its inputs (resident set high-water mark), the
+            returned gradient included.
+Each peer's loss is checked against xentc's; a mismatch is shown in the table, not hidden.
+Workloads and peers are shared with the pytest-benchmark suite in bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+import xentc
+from xentc import _kernels
+from xentc._config import config
+from xentc._validate import check_n_threads
+
+
+@dataclass(frozen=True)
+class Workload:
+    n_rows: int
+    n_classes: int
+    dtype: str = "float32"
+
+    @property
+    def label(self):
+        return f"N={self.n_rows} C={self.n_classes} {'f32' if self.dtype == 'float32' else 'f64'}"
+
+    @property
+    def logits_bytes(self):
+        return self.n_rows * self.n_classes * np.dtype(self.dtype).itemsize
+
+
+STANDARD_WORKLOADS = [
+    Workload(4096, 32000),
+    Workload(2048, 128256),
+    Workload(65536, 1000),
+    Workload(1_000_000, 10),
+    Workload(2048, 32000, "float64"),
+]
+QUICK_ELEMENTS = 1 << 21  # --quick: every workload cut to about 2M logits (8 MiB in float32)
+PASSES = ("forward", "loss+grad")
+
+
+def quick(workload):
+    """The same class count with fewer rows, so that the whole report runs in seconds."""
+    n_rows = max(8, min(workload.n_rows, QUICK_ELEMENTS // workload.n_classes))
+    return Workload(n_rows, workload.n_classes, workload.dtype)
+
+
+def make_inputs(workload, seed=0):
+    """Logits ~ N(0, 2^2) (a typical spread for trained LM logits) and uniform class targets."""
+    rng = np.random.default_rng(seed)
+    logits = rng.standard_normal((workload.n_rows, workload.n_classes), dtype=workload.dtype)
+    logits *= 2.0
+    return logits, rng.integers(0, workload.n_classes, size=workload.n_rows)
+
+
+# ---- implementations: each maps a pass to a call that returns the mean loss ---------------------
+
+
+def xentc_calls(logits, target, n_threads):
+    out = np.empty_like(logits)
+    return {
+        "forward": lambda: xentc.cross_entropy(logits, target, n_threads=n_threads),
+        "loss+grad": lambda: xentc.cross_entropy_with_grad(logits, target, n_threads=n_threads)[0],
+        # The gradient into a preallocated buffer, as a training loop would call it.
+        "loss+grad out=": lambda: xentc.cross_entropy_with_grad(
+            logits, target, out=out, n_threads=n_threads)[0],
+    }
+
+
+def numpy_forward(logits, target):
+    """The mean loss as one writes it in NumPy: max, exp, sum, log (an N x C temporary)."""
+    peak = logits.max(axis=1, keepdims=True)
+    sums = np.exp(logits - peak).sum(axis=1)
+    picked = logits[np.arange(len(target)), target]
+    return float(np.mean(np.log(sums) + peak[:, 0] - picked))
+
+
+def numpy_loss_and_grad(logits, target):
+    """Loss and gradient in NumPy at its best: the logits' dtype throughout, one N x C array
+    (the gradient itself) updated in place."""
+    rows = np.arange(len(target))
+    probs = logits - logits.max(axis=1, keepdims=True)
+    np.exp(probs, out=probs)
+    sums = probs.sum(axis=1, keepdims=True)
+    loss = float(np.mean(np.log(sums[:, 0]) - np.log(probs[rows, target])))
+    probs /= sums
+    probs[rows, target] -= 1.0
+    probs /= len(target)
+    return loss, probs
+
+
+def numpy_calls(logits, target, n_threads):
+    return {
+        "forward": lambda: numpy_forward(logits, target),
+        "loss+grad": lambda: numpy_loss_and_grad(logits, target)[0],
+    }
+
+
+def torch_calls(logits, target, n_threads):
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(n_threads)
+    x, y = torch.from_numpy(logits), torch.from_numpy(target)
+
+    def forward():
+        with torch.no_grad():
+            return F.cross_entropy(x, y).item()
+
+    def loss_and_grad():
+        leaf = x.detach().requires_grad_()
+        loss = F.cross_entropy(leaf, y)
+        loss.backward()
+        return loss.item()
+
+    return {"forward": forward, "loss+grad": loss_and_grad}
+
+
+def jax_calls(logits, target, n_threads):
+    import jax
+
+    if logits.dtype == np.float64:
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    def mean_loss(z, y):
+        lse = jax.nn.logsumexp(z, axis=1)
+        return jnp.mean(lse - jnp.take_along_axis(z, y[:, None], axis=1)[:, 0])
+
+    forward = jax.jit(mean_loss)
+    loss_and_grad = jax.jit(jax.value_and_grad(mean_loss))
+    z, y = jax.device_put(logits), jax.device_put(target.astype(np.int32))
+
+    def run_loss_and_grad():
+        loss, grad = loss_and_grad(z, y)
+        grad.block_until_ready()
+        return float(loss)
+
+    return {"forward": lambda: float(forward(z, y)), "loss+grad": run_loss_and_grad}
+
+
+def sklearn_calls(logits, target, n_threads):
+    from sklearn._loss.loss import HalfMultinomialLoss
+
+    loss = HalfMultinomialLoss(n_classes=logits.shape[1])
+    y = target.astype(logits.dtype)
+    return {
+        "forward": lambda: float(loss.loss(y, logits, n_threads=n_threads).mean()),
+        "loss+grad": lambda: float(loss.loss_gradient(y, logits, n_threads=n_threads)[0].mean()),
+    }
+
+
+# name -> (module that must import, calls, how its threads are set)
+IMPLEMENTATIONS = {
+    "xentc": (None, xentc_calls, "n_threads"),
+    "numpy": (None, numpy_calls, "its BLAS-free ufuncs run on one thread"),
+    "torch": ("torch", torch_calls, "torch.set_num_threads"),
+    "jax": ("jax", jax_calls, "XLA's own pool (not limited by --threads)"),
+    "sklearn": ("sklearn", sklearn_calls, "n_threads"),
+}
+
+
+def available_implementations(names=None):
+    found = []
+    for name, (module, _, _) in IMPLEMENTATIONS.items():
+        if names is not None and name not in names and name != "xentc":
+            continue
+        if module is not None:
+            try:
+                __import__(module)
+            except Exception:  # an installed but broken peer is skipped, not fatal
+                continue
+        found.append(name)
+    return found
+
+
+# ---- measurement ---------------------------------------------------------------------------------
+
+
+def _status_kib(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def map_large_allocations():
+    """Make glibc serve every allocation of 1 MiB or more with its own mmap, returned on free.
+
+    glibc otherwise raises its mmap threshold after the first large free (up to 32 MiB) and then
+    reuses freed heap memory, which the resident-set high-water mark cannot see: the extra-memory
+    column would read 0 for every temporary below 32 MiB. Arrays above 32 MiB are mapped anyway,
+    so the full-size workloads run as they would without this."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_extra_bytes(fn):
+    """(fn's result, the resident-set growth at its peak in bytes, or None off Linux)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark to the current resident set
+    except OSError:
+        return fn(), None
+    before = _status_kib("VmRSS")
+    result = fn()
+    peak = _status_kib("VmHWM")
+    if before is None or peak is None:
+        return result, None
+    return result, max(0, peak - before) * 1024
+
+
+def median_seconds(fn, repeats, budget_s=10.0):
+    """Median of at least 3 and at most `repeats` timed calls, fewer when they take long."""
+    times = []
+    start = time.perf_counter()
+    while len(times) < max(3, repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if len(times) >= 3 and time.perf_counter() - start > budget_s:
+            break
+    return float(np.median(times))
+
+
+def llc_bytes():
+    """The last-level cache size from sysfs (32 MiB when unknown)."""
+    best = 0
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in os.listdir(base):
+            try:
+                with open(os.path.join(base, entry, "size")) as f:
+                    text = f.read().strip()
+            except OSError:
+                continue
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            best = max(best, int(text.rstrip("KMG")) * scale)
+    except (OSError, ValueError):
+        pass
+    return best or 32 << 20
+
+
+def measure_bandwidth(n_threads, repeats):
+    """Read and copy bandwidth in GB/s over float32 arrays 4x the last-level cache (>= 1 GiB)."""
+    n_bytes = max(4 * llc_bytes(), 1 << 30)
+    src = np.ones(n_bytes // 4, dtype=np.float32)
+    dst = np.zeros_like(src)  # touched: no first-write page faults inside the timing
+    _kernels.bandwidth_copy(src, dst, n_threads)
+    read_s = median_seconds(lambda: _kernels.bandwidth_read(src, n_threads), repeats)
+    copy_s = median_seconds(lambda: _kernels.bandwidth_copy(src, dst, n_threads), repeats)
+    return {"array_bytes": src.nbytes, "read_gbs": src.nbytes / read_s / 1e9,
+            "copy_gbs": 2 * src.nbytes / copy_s / 1e9}
+
+
+@dataclass
+class Row:
+    workload: str
+    n_rows: int
+    n_classes: int
+    dtype: str
+    pass_name: str
+    impl: str
+    median_ms: float
+    gbs: float
+    bandwidth_fraction: float
+    vs_xentc: float
+    extra_mib: float | None
+    loss: float
+    loss_check: str
+
+
+def loss_check(loss, reference, dtype):
+    rel = abs(loss - reference) / max(abs(reference), 1e-30)
+    bound = 1e-4 if dtype == "float32" else 1e-10
+    return "ok" if rel <= bound else f"MISMATCH rel {rel:.1e}"
+
+
+class Progress:
+    """One status line on stderr, rewritten in place on a terminal, line by line elsewhere."""
+
+    def __init__(self, total):
+        self.total, self.done = total, 0
+        self.tty = sys.stderr.isatty()
+
+    def step(self, text):
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {text}"
+        if self.tty:
+            sys.stderr.write("\r\033[K" + line)
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+    def close(self):
+        if self.tty:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
+    logits, target = make_inputs(workload)
+    rows = []
+    for pass_name in PASSES:
+        xentc_s = xentc_loss = None
+        for impl in impls:
+            calls = IMPLEMENTATIONS[impl][1](logits, target, n_threads)
+            variants = [k for k in calls if k == pass_name or k.startswith(pass_name + " ")]
+            for variant in variants:
+                label = impl + variant[len(pass_name):]
+                progress.step(f"{workload.label} {pass_name}: {label}")
+                calls[variant]()  # warm-up: JIT compilation, first-touch page faults
+                loss, extra = peak_extra_bytes(calls[variant])
+                seconds = median_seconds(calls[variant], repeats)
+                if xentc_s is None:
+                    xentc_s, xentc_loss = seconds, loss
+                moved = workload.logits_bytes * (1 if pass_name == "forward" else 2)
+                limit = bandwidth["read_gbs" if pass_name == "forward" else "copy_gbs"]
+                gbs = moved / seconds / 1e9
+                rows.append(Row(
+                    workload.label, workload.n_rows, workload.n_classes, workload.dtype,
+                    pass_name, label, seconds * 1e3, gbs, gbs / limit, seconds / xentc_s,
+                    None if extra is None else extra / 2**20, loss,
+                    loss_check(loss, xentc_loss, workload.dtype)))
+            del calls
+    return rows
+
+
+def machine_info(n_threads):
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    versions = {}
+    for name in ("numpy", "torch", "jax", "scikit-learn"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    info = config()
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": n_threads,
+            "kernels": info["kernels"], "openmp": info["openmp"],
+            "python": platform.python_version(), "xentc": xentc.__version__, **versions}
+
+
+def format_table(rows, markdown=False):
+    head = ["workload", "pass", "impl", "median ms", "GB/s", "% of bw", "vs xentc",
+            "extra MiB", "loss check"]
+    body = []
+    for r in rows:
+        extra = "n/a" if r.extra_mib is None else f"{r.extra_mib:.0f}"
+        body.append([r.workload, r.pass_name, r.impl, f"{r.median_ms:.1f}", f"{r.gbs:.2f}",
+                     f"{100 * r.bandwidth_fraction:.1f}%", f"{r.vs_xentc:.2f}x", extra,
+                     r.loss_check])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head)] + [fmt.format(*b) for b in body])
+
+
+def plot(rows, bandwidth, path):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"--plot: matplotlib is not installed; {path} not written", file=sys.stderr)
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    # one colour per implementation in both panels (forward has no "xentc out=" line)
+    impls = list(dict.fromkeys(r.impl for r in rows))
+    colours = dict(zip(impls, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
+    for ax, pass_name, limit in zip(axes, PASSES, ("read_gbs", "copy_gbs")):
+        for impl in impls:
+            pts = sorted((r.n_classes, r.gbs) for r in rows
+                         if r.pass_name == pass_name and r.impl == impl and r.dtype == "float32")
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=impl, color=colours[impl])
+        ax.axhline(bandwidth[limit], color="k", linestyle="--",
+                   label=f"{limit.split('_')[0]} bandwidth")
+        ax.set_xscale("log")
+        ax.set_xlabel("classes C (float32)")
+        ax.set_title(pass_name)
+        ax.grid(True, alpha=0.3)
+    axes[0].set_ylabel("GB/s (minimum bytes moved / median time)")
+    for ax in axes:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def parse_workload(text):
+    parts = text.split(",")
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"--workload must be N,C or N,C,dtype; got {text!r}")
+    dtype = parts[2] if len(parts) == 3 else "float32"
+    if dtype not in ("float32", "float64"):
+        raise argparse.ArgumentTypeError(f"--workload dtype must be float32 or float64; got {dtype}")
+    n_rows, n_classes = int(parts[0]), int(parts[1])
+    if n_rows < 1 or n_classes < 1:
+        raise argparse.ArgumentTypeError(f"--workload needs N >= 1 and C >= 1; got {text!r}")
+    return Workload(n_rows, n_classes, dtype)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m xentc.bench", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2])
+    parser.add_argument("--quick", action="store_true",
+                        help="shrink every workload to ~2M logits (finishes in seconds)")
+    parser.add_argument("--workload", action="append", type=parse_workload, default=[],
+                        metavar="N,C[,dtype]", help="add a workload (repeatable)")
+    parser.add_argument("--only", action="store_true",
+                        help="run only the --workload ones, not the standard set")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="thread count for xentc, the bandwidth kernels and peers that take one "
+                             "(default: OMP_NUM_THREADS, else the usable cores)")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per measurement")
+    parser.add_argument("--peers", default=None,
+                        help="comma-separated subset of: numpy, torch, jax, sklearn")
+    parser.add_argument("--json", metavar="FILE", help="write every figure and the machine info")
+    parser.add_argument("--plot", metavar="FILE.png", help="plot GB/s against C (matplotlib)")
+    parser.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    args = parser.parse_args(argv)
+
+    n_threads = check_n_threads(args.threads)
+    map_large_allocations()
+    workloads = ([] if args.only else list(STANDARD_WORKLOADS)) + args.workload
+    if args.quick:
+        workloads = [quick(w) for w in workloads]
+    peers = None if args.peers is None else [p.strip() for p in args.peers.split(",") if p.strip()]
+    unknown = sorted(set(peers or ()) - set(IMPLEMENTATIONS))
+    if unknown:
+        parser.error(f"--peers: unknown {', '.join(unknown)}; choose from "
+                     f"{', '.join(k for k in IMPLEMENTATIONS if k != 'xentc')}")
+    impls = available_implementations(peers)
+    info = machine_info(n_threads)
+
+    print(f"xentc {info['xentc']} benchmark: {info['cpu']}, {info['cores']} cores, "
+          f"{n_threads} threads, kernels: {info['kernels']}, OpenMP {info['openmp']}")
+    print("peers: " + ", ".join(
+        f"{name} {info.get('scikit-learn' if name == 'sklearn' else name, '')} "
+        f"({IMPLEMENTATIONS[name][2]})".replace("  ", " ") for name in impls if name != "xentc"))
+    bandwidth = measure_bandwidth(n_threads, args.repeats)
+    print(f"bandwidth at {n_threads} threads over {bandwidth['array_bytes'] / 2**30:.1f} GiB "
+          f"arrays: read {bandwidth['read_gbs']:.1f} GB/s, copy {bandwidth['copy_gbs']:.1f} GB/s "
+          f"(bytes read + bytes written)")
+
+    # each impl once per pass, plus xentc's out= variant of loss+grad
+    progress = Progress(len(workloads) * (len(PASSES) * len(impls) + 1))
+    rows = []
+    for workload in workloads:
+        rows += run_workload(workload, impls, n_threads, args.repeats, bandwidth, progress)
+    progress.close()
+
+    print()
+    print(format_table(rows))
+    print("\nGB/s: minimum bytes moved / median time. % of bw: of read (forward) or copy "
+          "(loss+grad) bandwidth above. vs xentc: time / xentc's time. extra MiB: peak resident "
+          "memory added by one call, returned gradient included.")
+    mismatches = [r for r in rows if r.loss_check != "ok"]
+    if mismatches:
+        print(f"{len(mismatches)} loss mismatch(es) against xentc: see the 'loss check' column.")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": info, "bandwidth": bandwidth,
+                       "rows": [asdict(r) for r in rows]}, f, indent=2)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_table(rows, markdown=True) + "\n")
+    if args.plot:
+        plot(rows, bandwidth, args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
