@@ -157,7 +157,8 @@ def _check_weights(weight, sample_weight, arr, lead_shape):
             raise TypeError(f"weight must be a floating array; got dtype {w.dtype}")
         if w.shape != (arr.shape[-1],):
             raise ValueError(
-                f"weight must be 1-D with one entry per class ({arr.shape[-1]}); got shape {w.shape}")
+                f"weight must be 1-D with one entry per class ({arr.shape[-1]}); "
+                f"got shape {w.shape}")
         class_weight = np.ascontiguousarray(w, dtype=arr.dtype)
     rows_weight = None
     if sample_weight is not None:
@@ -294,7 +295,8 @@ def check_out(out, logits, dtype, others):
         raise ValueError("out must be aligned to its dtype; got a misaligned array")
     if any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
         raise ValueError(f"out must not repeat elements; got strides {out.strides}")
-    if isinstance(logits, np.ndarray) and not _same_elements(out, logits) and _overlaps(out, logits):
+    in_place = isinstance(logits, np.ndarray) and _same_elements(out, logits)
+    if isinstance(logits, np.ndarray) and not in_place and _overlaps(out, logits):
         raise ValueError(
             "out must be the logits themselves (same elements, same layout) or not overlap them; "
             f"got an overlapping view (strides {out.strides} vs {logits.strides})")

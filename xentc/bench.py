@@ -180,7 +180,9 @@ IMPLEMENTATIONS = {
 }
 
 
-def available_implementations(names=None):
+def available_implementations(names=None, skipped=None):
+    """The implementations to run (xentc always; peers in `names`, or all, that import).
+    `skipped`, a dict, receives each peer left out and why."""
     found = []
     for name, (module, _, _) in IMPLEMENTATIONS.items():
         if names is not None and name not in names and name != "xentc":
@@ -188,7 +190,9 @@ def available_implementations(names=None):
         if module is not None:
             try:
                 __import__(module)
-            except Exception:  # an installed but broken peer is skipped, not fatal
+            except Exception as exc:  # noqa: BLE001 - a broken peer install must not stop the report
+                if skipped is not None:
+                    skipped[name] = "not installed" if isinstance(exc, ImportError) else repr(exc)
                 continue
         found.append(name)
     return found
@@ -432,7 +436,8 @@ def parse_workload(text):
         raise argparse.ArgumentTypeError(f"--workload must be N,C or N,C,dtype; got {text!r}")
     dtype = parts[2] if len(parts) == 3 else "float32"
     if dtype not in ("float32", "float64"):
-        raise argparse.ArgumentTypeError(f"--workload dtype must be float32 or float64; got {dtype}")
+        raise argparse.ArgumentTypeError(
+            f"--workload dtype must be float32 or float64; got {dtype}")
     n_rows, n_classes = int(parts[0]), int(parts[1])
     if n_rows < 1 or n_classes < 1:
         raise argparse.ArgumentTypeError(f"--workload needs N >= 1 and C >= 1; got {text!r}")
@@ -451,8 +456,8 @@ def main(argv=None):
     parser.add_argument("--only", action="store_true",
                         help="run only the --workload ones, not the standard set")
     parser.add_argument("--threads", type=int, default=None,
-                        help="thread count for xentc, the bandwidth kernels and peers that take one "
-                             "(default: OMP_NUM_THREADS, else the usable cores)")
+                        help="thread count for xentc, the bandwidth kernels and the peers that "
+                             "take one (default: OMP_NUM_THREADS, else the usable cores)")
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per measurement")
     parser.add_argument("--peers", default=None,
                         help="comma-separated subset of: numpy, torch, jax, sklearn")
@@ -471,14 +476,16 @@ def main(argv=None):
     if unknown:
         parser.error(f"--peers: unknown {', '.join(unknown)}; choose from "
                      f"{', '.join(k for k in IMPLEMENTATIONS if k != 'xentc')}")
-    impls = available_implementations(peers)
+    skipped = {}
+    impls = available_implementations(peers, skipped)
     info = machine_info(n_threads)
 
     print(f"xentc {info['xentc']} benchmark: {info['cpu']}, {info['cores']} cores, "
           f"{n_threads} threads, kernels: {info['kernels']}, OpenMP {info['openmp']}")
     print("peers: " + ", ".join(
         f"{name} {info.get('scikit-learn' if name == 'sklearn' else name, '')} "
-        f"({IMPLEMENTATIONS[name][2]})".replace("  ", " ") for name in impls if name != "xentc"))
+        f"({IMPLEMENTATIONS[name][2]})".replace("  ", " ") for name in impls if name != "xentc")
+        + "".join(f"; {name} skipped: {why}" for name, why in skipped.items()))
     bandwidth = measure_bandwidth(n_threads, args.repeats)
     print(f"bandwidth at {n_threads} threads over {bandwidth['array_bytes'] / 2**30:.1f} GiB "
           f"arrays: read {bandwidth['read_gbs']:.1f} GB/s, copy {bandwidth['copy_gbs']:.1f} GB/s "

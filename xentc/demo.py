@@ -36,7 +36,8 @@ def median_seconds(fn, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", default="8,512,32000", help="batch,seq,vocab (default %(default)s)")
+    parser.add_argument("--shape", default="8,512,32000",
+                        help="batch,seq,vocab (default %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="n_threads for xentc")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
