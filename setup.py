@@ -4,10 +4,14 @@ Environment switches (read at build time):
   XENTC_NO_OPENMP=1       build the kernels serially on purpose (n_threads is then always 1)
   XENTC_FAIL_NO_OPENMP=1  fail, instead of warning and building serially, when OpenMP is missing
                           (CI sets it, so a broken OpenMP probe cannot pass unnoticed)
-The build never uses -march=native: the wheel must run on every CPU of its platform.
+The build never uses -march=native: the wheel must run on every CPU of its platform. Instead the
+kernels are compiled once per instruction set (src_c/xc_kernels_{base,avx2,avx512}.c, each a
+static library with its own flags, the AVX ones only on x86-64 and only where the compiler accepts
+the flags) and src_c/xc_dispatch.c picks the best one the CPU runs, at import.
 """
 
 import os
+import platform
 import subprocess
 import sys
 import sysconfig
@@ -69,29 +73,84 @@ def openmp_flags():
     return [], []
 
 
-def extension():
-    omp_compile, omp_link = openmp_flags()
+# Instruction sets beyond the baseline: (name, gcc/clang flags, MSVC flags). A set is built only
+# when the compiler accepts its flags (probed, as c-blosc2's COMPILER_SUPPORT_* checks do).
+ISA_FLAGS = [
+    ("avx2", ["-mavx2", "-mfma"], ["/arch:AVX2"]),
+    ("avx512", ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma",
+                "-mprefer-vector-width=512"], ["/arch:AVX512"]),
+]
+
+
+def compiler_accepts(flags):
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("int probe(int x) { return x + 1; }\n")
+        cmd = compiler_command() + flags + ["-c", src, "-o", os.path.join(tmp, "probe.o")]
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+        except (OSError, subprocess.SubprocessError):
+            return False
+    return True
+
+
+def is_x86_64():
+    return platform.machine().lower() in {"x86_64", "amd64", "x86-64"}
+
+
+def base_flags():
     if sys.platform == "win32":
-        base = ["/O2", "/fp:precise"]
-    else:
-        # -fno-trapping-math lets gcc turn the selects in xc_math.h's exp into blends, so the row
-        # loops vectorise; the kernels never rely on floating-point traps. No -ffast-math: NaN
-        # and inf must keep their IEEE meaning (the spec's NaN-row and masked-class rules).
-        base = ["-O3", "-fno-trapping-math", "-std=c99"]
+        return ["/O2", "/fp:precise"]
+    # -fno-trapping-math lets gcc turn the selects in xc_math.h's exp into blends, so the row
+    # loops vectorise; the kernels never rely on floating-point traps. No -ffast-math: NaN
+    # and inf must keep their IEEE meaning (the spec's NaN-row and masked-class rules).
+    return ["-O3", "-fno-trapping-math", "-std=c99"]
+
+
+def kernel_libraries(omp_compile):
+    """build_clib entries: the baseline kernels, then each instruction set the compiler takes."""
+    headers = [os.path.join("src_c", f) for f in os.listdir("src_c") if f.endswith((".h", ".inc"))]
+    sets = [("base", [], [])]
+    if is_x86_64():
+        sets += ISA_FLAGS
+    libraries, macros = [], []
+    for name, gcc_flags, msvc_flags in sets:
+        flags = msvc_flags if sys.platform == "win32" else gcc_flags
+        if flags and sys.platform != "win32" and not compiler_accepts(flags):
+            print(f"xentc: the compiler rejects {' '.join(flags)}: no {name} kernels")
+            continue
+        libraries.append((f"xc_kernels_{name}", {
+            "sources": [f"src_c/xc_kernels_{name}.c"],
+            "include_dirs": ["src_c"],
+            "cflags": base_flags() + flags + omp_compile,
+            "obj_deps": {"": headers},
+        }))
+        if name != "base":
+            macros.append((f"XC_HAVE_{name.upper()}", "1"))
+    return libraries, macros
+
+
+def extension(macros, omp_compile, omp_link):
     return Extension(
         "xentc._kernels",
-        sources=["xentc/_kernels.pyx", "src_c/xc_kernels_base.c", "src_c/xc_bandwidth.c"],
+        sources=["xentc/_kernels.pyx", "src_c/xc_dispatch.c", "src_c/xc_cpu.c",
+                 "src_c/xc_bandwidth.c"],
         include_dirs=["src_c", np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=base + omp_compile,
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), *macros],
+        extra_compile_args=base_flags() + omp_compile,
         extra_link_args=omp_link,
         depends=[os.path.join("src_c", f) for f in os.listdir("src_c")],
     )
 
 
+OMP_COMPILE, OMP_LINK = openmp_flags()
+LIBRARIES, ISA_MACROS = kernel_libraries(OMP_COMPILE)
+
 setup(
+    libraries=LIBRARIES,
     ext_modules=cythonize(
-        [extension()],
+        [extension(ISA_MACROS, OMP_COMPILE, OMP_LINK)],
         compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False},
     )
 )

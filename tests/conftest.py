@@ -44,3 +44,27 @@ def thread_counts():
 @pytest.fixture(params=thread_counts(), ids=lambda n: f"threads{n}")
 def n_threads(request):
     return request.param
+
+
+def _supported_isas():
+    try:
+        from xentc import _kernels
+    except ImportError:  # the reference's own tests still run; the others fail on import
+        return ["none"]
+    return _kernels.isa_supported()
+
+
+@pytest.fixture(scope="module", params=_supported_isas())
+def every_isa(request):
+    """Run a module's tests once per instruction set this CPU runs (baseline, avx2, avx512), as
+    Highway's SetSupportedTargetsForTest does. Module-scoped: hypothesis tests may use it, and
+    pytest groups each module's tests by set."""
+    if request.param == "none":
+        yield None
+        return
+    from xentc import _kernels
+
+    previous = _kernels.isa_active()
+    _kernels._use_isa(request.param)
+    yield request.param
+    _kernels._use_isa(previous)

@@ -38,6 +38,9 @@ except ImportError as exc:  # the reference tests below still run
     xentc = None
     XENTC_MISSING = f"xentc is not importable ({exc}); build and install it first"
 
+# Every test here runs once per instruction set this CPU supports (conftest.every_isa).
+pytestmark = pytest.mark.usefixtures("every_isa")
+
 needs_xentc = pytest.mark.skipif(xentc is None, reason=XENTC_MISSING)
 
 # Explicit settings (not a conftest profile): deadline off because the reference is slow on purpose.

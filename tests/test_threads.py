@@ -13,6 +13,9 @@ import scipy.special
 
 import xentc
 
+# Every test here runs once per instruction set this CPU supports (conftest.every_isa).
+pytestmark = pytest.mark.usefixtures("every_isa")
+
 THREADS = (1, 2, 3, 7)  # 3 and 7 do not divide the row counts; 7 oversubscribes 2 cores
 # few rows: more threads than rows, so the work must split along the classes or idle
 SHAPES = {"many-rows": (4099, 67), "few-rows": (3, 30011)}

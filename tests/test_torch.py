@@ -51,6 +51,9 @@ def _torch_single_thread():
     torch.set_num_threads(before)
 
 
+# Every test here runs once per instruction set this CPU supports (conftest.every_isa).
+pytestmark = pytest.mark.usefixtures("every_isa")
+
 IMPLS = [
     "reference",
     pytest.param("xentc", marks=pytest.mark.skipif(xentc is None, reason=XENTC_MISSING)),

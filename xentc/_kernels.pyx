@@ -13,6 +13,15 @@ from libc.stdint cimport int64_t
 cnp.import_array()
 
 
+cdef extern from "xc_dispatch.h" nogil:
+    void xc_dispatch_init()
+    int xc_isa_count()
+    const char *xc_isa_name(int index)
+    int xc_isa_supported(int index)
+    int xc_use_isa(const char *name)
+    const char *xc_active_isa()
+
+
 cdef extern from "xc_api.h" nogil:
     ctypedef struct xc_matrix:
         void *data
@@ -184,3 +193,34 @@ def _exp(cnp.ndarray x):
         xc_exp_array_f32(<const float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(out),
                          x.shape[0])
     return out
+
+
+# ---- instruction sets ------------------------------------------------------------------------------
+
+
+def isa_compiled():
+    """The instruction sets this build carries kernels for, best last."""
+    return [xc_isa_name(k).decode() for k in range(xc_isa_count())]
+
+
+def isa_supported():
+    """Those of isa_compiled() that this CPU (and its OS) can run."""
+    return [xc_isa_name(k).decode() for k in range(xc_isa_count()) if xc_isa_supported(k)]
+
+
+def isa_active():
+    """The instruction set whose kernels every call runs now."""
+    return xc_active_isa().decode()
+
+
+def _use_isa(str name):
+    """Run every later call on `name`'s kernels (tests, and XENTC_ISA at import: see
+    xentc/_config.py). Not safe while another thread is inside a kernel."""
+    status = xc_use_isa(name.encode())
+    if status == -1:
+        raise ValueError(f"instruction set must be one of {isa_compiled()}; got {name!r}")
+    if status == -2:
+        raise ValueError(f"this CPU cannot run the {name} kernels; it runs {isa_supported()}")
+
+
+xc_dispatch_init()

@@ -375,7 +375,7 @@ def machine_info(n_threads):
             pass
     info = config()
     return {"cpu": cpu, "cores": os.cpu_count(), "threads": n_threads,
-            "kernels": info["kernels"], "openmp": info["openmp"],
+            "kernels": info["kernels in use"], "openmp": info["openmp"],
             "python": platform.python_version(), "xentc": xentc.__version__, **versions}
 
 

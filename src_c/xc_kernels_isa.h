@@ -1,0 +1,26 @@
+/* xc_kernels_isa.h: instantiates xc_kernels.inc for float32 and float64 under one instruction set.
+ *
+ * Included by xc_kernels_{base,avx2,avx512}.c, each of which defines XC_ISA (base | avx2 | avx512)
+ * and is compiled with that set's flags (setup.py builds each as a static library with its own
+ * cflags); this file is the same for all three, so the kernels differ only in what the compiler
+ * makes of them. Exported names end in _<dtype>_<isa>, e.g. xc_xent_f32_avx512; xc_dispatch.c
+ * picks one set at import. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "xc_api.h"
+#include "xc_math.h"
+#include "xc_rows.h"
+
+#define XC_ISA_CAT_(a, b) a##_##b
+#define XC_ISA_CAT(a, b) XC_ISA_CAT_(a, b)
+
+#define XC_REAL float
+#define XC_SUFFIX XC_ISA_CAT(f32, XC_ISA)
+#define XC_EXP xc_expf
+#include "xc_kernels.inc"
+
+#define XC_REAL double
+#define XC_SUFFIX XC_ISA_CAT(f64, XC_ISA)
+#define XC_EXP xc_exp
+#include "xc_kernels.inc"
