@@ -108,6 +108,25 @@ def base_flags():
     return ["-O3", "-fno-trapping-math", "-std=c99"]
 
 
+def flags_stamp(name, flags):
+    """A file whose modification time says when `flags` last changed, for the dependency checks.
+
+    setuptools rebuilds an object only when a source or listed dependency is newer than it; the
+    flags are not part of that check. pip builds in the source tree, so without this a serial
+    rebuild (XENTC_NO_OPENMP=1) after an OpenMP one would link the stale OpenMP objects."""
+    path = os.path.join("build", "xentc-flags", name + ".txt")
+    text = "\n".join(flags) + "\n"
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return path
+    except OSError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
 def kernel_libraries(omp_compile):
     """build_clib entries: the baseline kernels, then each instruction set the compiler takes."""
     headers = [os.path.join("src_c", f) for f in os.listdir("src_c") if f.endswith((".h", ".inc"))]
@@ -120,11 +139,12 @@ def kernel_libraries(omp_compile):
         if flags and sys.platform != "win32" and not compiler_accepts(flags):
             print(f"xentc: the compiler rejects {' '.join(flags)}: no {name} kernels")
             continue
+        cflags = base_flags() + flags + omp_compile
         libraries.append((f"xc_kernels_{name}", {
             "sources": [f"src_c/xc_kernels_{name}.c"],
             "include_dirs": ["src_c"],
-            "cflags": base_flags() + flags + omp_compile,
-            "obj_deps": {"": headers},
+            "cflags": cflags,
+            "obj_deps": {"": [*headers, flags_stamp(f"xc_kernels_{name}", cflags)]},
         }))
         if name != "base":
             macros.append((f"XC_HAVE_{name.upper()}", "1"))
@@ -132,6 +152,8 @@ def kernel_libraries(omp_compile):
 
 
 def extension(macros, omp_compile, omp_link):
+    stamp = flags_stamp("extension", base_flags() + omp_compile + omp_link +
+                        [f"-D{name}={value}" for name, value in macros])
     return Extension(
         "xentc._kernels",
         sources=["xentc/_kernels.pyx", "src_c/xc_dispatch.c", "src_c/xc_cpu.c",
@@ -140,7 +162,7 @@ def extension(macros, omp_compile, omp_link):
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), *macros],
         extra_compile_args=base_flags() + omp_compile,
         extra_link_args=omp_link,
-        depends=[os.path.join("src_c", f) for f in os.listdir("src_c")],
+        depends=[*(os.path.join("src_c", f) for f in os.listdir("src_c")), stamp],
     )
 
 

@@ -18,9 +18,11 @@
 #define XC_REAL float
 #define XC_SUFFIX XC_ISA_CAT(f32, XC_ISA)
 #define XC_EXP xc_expf
+#define XC_EXP_NONPOS xc_expf_nonpos
 #include "xc_kernels.inc"
 
 #define XC_REAL double
 #define XC_SUFFIX XC_ISA_CAT(f64, XC_ISA)
 #define XC_EXP xc_exp
+#define XC_EXP_NONPOS xc_exp_nonpos
 #include "xc_kernels.inc"

@@ -33,16 +33,13 @@
 #define XC_F32_SHIFTER 12582912.0f            /* 0x1.8p23 */
 #define XC_F64_SHIFTER 6755399441055744.0     /* 0x1.8p52 */
 
-XC_INLINE float xc_expf(float x)
+/* 2^n exp(r) for x already clamped to [lo, hi] (NaN passes through as NaN). */
+XC_INLINE float xc_expf_core(float x)
 {
-    const float lo = -87.33654f;    /* exp(lo) ~ FLT_MIN: below it, +0 */
-    const float hi = 88.37626f;     /* 127.5 ln 2: above it n would be 128; +inf */
-    float xc = x < lo ? lo : x;     /* NaN compares false and passes through unchanged */
-    xc = xc > hi ? hi : xc;
-    float t = xc * 1.44269504f + XC_F32_SHIFTER;
+    float t = x * 1.44269504f + XC_F32_SHIFTER;
     float n = t - XC_F32_SHIFTER;
-    float r = xc - n * 0.693145752f;          /* LN2_HI: 0x1.62e4p-1, 16 significant bits */
-    r = r - n * 1.42860677e-06f;              /* LN2_LO: ln 2 - LN2_HI */
+    float r = x - n * 0.693145752f;          /* LN2_HI: 0x1.62e4p-1, 16 significant bits */
+    r = r - n * 1.42860677e-06f;             /* LN2_LO: ln 2 - LN2_HI */
     float p = 1.0f / 5040.0f;
     p = p * r + 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
@@ -57,23 +54,16 @@ XC_INLINE float xc_expf(float x)
     int32_t ebits = (bits - 0x4B400000 + 127) << 23;
     float scale;
     memcpy(&scale, &ebits, sizeof scale);
-    float y = p * scale;
-    y = x < lo ? 0.0f : y;
-    y = x > hi ? INFINITY : y;
-    return y;
+    return p * scale;
 }
 
-XC_INLINE double xc_exp(double x)
+XC_INLINE double xc_exp_core(double x)
 {
-    const double lo = -708.3964185322641;   /* exp(lo) ~ DBL_MIN */
-    const double hi = 709.4361393031;       /* 1023.5 ln 2: above it n would be 1024; +inf */
-    double xc = x < lo ? lo : x;
-    xc = xc > hi ? hi : xc;
-    double t = xc * 1.4426950408889634 + XC_F64_SHIFTER;
+    double t = x * 1.4426950408889634 + XC_F64_SHIFTER;
     double n = t - XC_F64_SHIFTER;
-    double r = xc - n * 0.6931471803691238;   /* LN2_HI: 0x1.62e42fee00000p-1 */
-    r = r - n * 1.9082149292705877e-10;       /* LN2_LO */
-    double p = 1.0 / 6227020800.0;            /* 1/13! */
+    double r = x - n * 0.6931471803691238;   /* LN2_HI: 0x1.62e42fee00000p-1 */
+    r = r - n * 1.9082149292705877e-10;      /* LN2_LO */
+    double p = 1.0 / 6227020800.0;           /* 1/13! */
     p = p * r + 1.0 / 479001600.0;
     p = p * r + 1.0 / 39916800.0;
     p = p * r + 1.0 / 3628800.0;
@@ -92,10 +82,45 @@ XC_INLINE double xc_exp(double x)
     int64_t ebits = (bits - 0x4338000000000000LL + 1023) << 52;
     double scale;
     memcpy(&scale, &ebits, sizeof scale);
-    double y = p * scale;
-    y = x < lo ? 0.0 : y;
-    y = x > hi ? (double)INFINITY : y;
-    return y;
+    return p * scale;
+}
+
+#define XC_F32_LO -87.33654f          /* exp(lo) ~ FLT_MIN: below it, +0 */
+#define XC_F32_HI 88.37626f           /* 127.5 ln 2: above it n would be 128; +inf */
+#define XC_F64_LO -708.3964185322641  /* exp(lo) ~ DBL_MIN */
+#define XC_F64_HI 709.4361393031      /* 1023.5 ln 2 */
+
+/* exp over the whole documented domain (the clamps compare false for NaN and keep it). */
+XC_INLINE float xc_expf(float x)
+{
+    float xc = x < XC_F32_LO ? XC_F32_LO : x;
+    xc = xc > XC_F32_HI ? XC_F32_HI : xc;
+    float y = xc_expf_core(xc);
+    y = x < XC_F32_LO ? 0.0f : y;
+    return x > XC_F32_HI ? INFINITY : y;
+}
+
+XC_INLINE double xc_exp(double x)
+{
+    double xc = x < XC_F64_LO ? XC_F64_LO : x;
+    xc = xc > XC_F64_HI ? XC_F64_HI : xc;
+    double y = xc_exp_core(xc);
+    y = x < XC_F64_LO ? 0.0 : y;
+    return x > XC_F64_HI ? (double)INFINITY : y;
+}
+
+/* exp(x) for x <= 0 or NaN only: the row kernels' hot case, x = z - max. Without the upper clamp
+ * and the overflow select it is two operations shorter per element; positive x gives garbage. */
+XC_INLINE float xc_expf_nonpos(float x)
+{
+    float y = xc_expf_core(x < XC_F32_LO ? XC_F32_LO : x);
+    return x < XC_F32_LO ? 0.0f : y;
+}
+
+XC_INLINE double xc_exp_nonpos(double x)
+{
+    double y = xc_exp_core(x < XC_F64_LO ? XC_F64_LO : x);
+    return x < XC_F64_LO ? 0.0 : y;
 }
 
 #endif /* XC_MATH_H */

@@ -67,4 +67,26 @@ XC_INLINE void *xc_scratch_slice(const xc_scratch *s, int thread, size_t offset)
     return s->base ? s->base + s->per_thread * (size_t)thread + offset : NULL;
 }
 
+/* Bytes one scratch row of `row_bytes` takes, rounded so that every slice starts 64-aligned. */
+XC_INLINE size_t xc_slice_bytes(size_t row_bytes)
+{
+    return (row_bytes + XC_ALIGN - 1) / XC_ALIGN * XC_ALIGN;
+}
+
+/* The next row of thread `thread`'s scratch when `needed` (advancing *offset), else NULL. */
+XC_INLINE void *xc_scratch_take(const xc_scratch *s, int thread, size_t *offset, int needed,
+                                size_t row_bytes)
+{
+    if (!needed)
+        return NULL;
+    void *slice = xc_scratch_slice(s, thread, *offset);
+    *offset += xc_slice_bytes(row_bytes);
+    return slice;
+}
+
+/* Rows up to this size keep their exp terms in scratch between the sum and the gradient pass:
+ * the row and its terms then both stay in L2. Longer rows come from DRAM in either pass anyway,
+ * and the gradient pass recomputes the exp rather than allocate a scratch row as large as them. */
+#define XC_STORED_EXP_MAX_BYTES ((size_t)1 << 20)
+
 #endif /* XC_ROWS_H */
