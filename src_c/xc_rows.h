@@ -89,4 +89,8 @@ XC_INLINE void *xc_scratch_take(const xc_scratch *s, int thread, size_t *offset,
  * and the gradient pass recomputes the exp rather than allocate a scratch row as large as them. */
 #define XC_STORED_EXP_MAX_BYTES ((size_t)1 << 20)
 
+/* Logits per block of the online pass (xc_kernels.inc): 2 KiB of float32, so a block is still
+ * in L1 when its exp terms are taken right after its max. */
+#define XC_ONLINE_BLOCK 512
+
 #endif /* XC_ROWS_H */
