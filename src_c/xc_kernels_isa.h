@@ -7,6 +7,9 @@
  * picks one set at import. */
 #include <math.h>
 #include <stdlib.h>
+#if defined(__SSE2__) || defined(_M_X64)
+#include <immintrin.h>
+#endif
 
 #include "xc_api.h"
 #include "xc_math.h"

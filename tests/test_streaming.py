@@ -1,0 +1,52 @@
+"""Gradients of 8 MiB or more are written with streaming stores (src_c/xc_rows.h,
+XC_STREAM_MIN_BYTES). Their results must be bitwise those of the ordinary stores used for small
+calls, for every instruction set, whatever the alignment of the output rows."""
+
+import numpy as np
+import pytest
+from _naive import assert_close
+from _naive import cross_entropy as naive
+
+import xentc
+
+pytestmark = pytest.mark.usefixtures("every_isa")
+
+STREAM_MIN_BYTES = 8 << 20
+N_CLASSES = 32771  # odd: rows start at every alignment and end in a partial vector
+
+
+def chunked(logits, target, out, chunk, **options):
+    """The same gradient computed a few rows at a time: each call below the threshold."""
+    for start in range(0, len(target), chunk):
+        rows = slice(start, start + chunk)
+        xentc.cross_entropy_with_grad(logits[rows], target[rows], reduction="sum",
+                                      out=out[rows], **options)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("out_kind", ["fresh", "shifted", "in-place"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "z_loss": 1e-3}],
+                         ids=["plain", "smoothing+z_loss"])
+def test_streamed_gradient_matches_small_calls(dtype, out_kind, options, rng):
+    n_rows = STREAM_MIN_BYTES // (N_CLASSES * np.dtype(dtype).itemsize) + 3
+    logits = (rng.standard_normal((n_rows, N_CLASSES)) * 2).astype(dtype)
+    target = rng.integers(0, N_CLASSES, n_rows)
+    target[1] = -100
+    msg = f"{dtype.__name__} ({n_rows}, {N_CLASSES}) out={out_kind} {options}"
+    assert logits.nbytes >= STREAM_MIN_BYTES
+
+    expected = chunked(logits, target, np.empty_like(logits), 4, **options)
+    if out_kind == "fresh":
+        out = None
+    elif out_kind == "shifted":  # rows start one element past a vector boundary
+        out = np.full((n_rows, N_CLASSES + 1), np.nan, dtype=dtype)[:, 1:]
+    else:
+        out = logits.copy()
+    source = out if out_kind == "in-place" else logits
+    loss, grad = xentc.cross_entropy_with_grad(source, target, reduction="sum", out=out, **options)
+    np.testing.assert_array_equal(grad, expected, err_msg=f"streamed vs small calls: {msg}")
+    if out_kind == "shifted":
+        assert np.shares_memory(grad, out)
+    ref = naive(logits, target, reduction="sum", **options)
+    assert_close(dtype, loss, ref, msg, got_grad=grad)
