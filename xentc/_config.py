@@ -8,7 +8,6 @@ import numpy as np
 from . import _kernels
 from ._threads import default_n_threads
 
-
 INSTRUCTION_SETS = ("baseline", "avx2", "avx512")  # narrowest first
 
 
