@@ -42,6 +42,7 @@ typedef struct {
     /* Gradient of sum_i grad_scale * row_grad_scale[i] * loss_i, written when grad.data is set.
      * grad may be the logits themselves (same data, steps and offsets: in place). */
     xc_matrix grad;
+    int grad_fresh;                      /* grad was just allocated: its pages are not yet touched */
     double grad_scale;
     const double *row_grad_scale;
     int64_t row_grad_scale_step;

@@ -89,9 +89,9 @@ XC_INLINE void *xc_scratch_take(const xc_scratch *s, int thread, size_t *offset,
  * and the gradient pass recomputes the exp rather than allocate a scratch row as large as them. */
 #define XC_STORED_EXP_MAX_BYTES ((size_t)1 << 20)
 
-/* Gradients at least this large are written with streaming stores (xc_kernels.inc stream_row).
- * Below it the gradient may still sit in L2 when the caller reads it back, and an ordinary
- * store keeps it there. (4096, 32000) float32 loss+grad, 2 threads, avx512: 0.69 -> 0.47 ns per
+/* Gradients at least this large, into memory already touched (a caller's out=), are written
+ * with streaming stores (xc_kernels.inc stream_row). Below it the gradient may still sit in L2
+ * when the caller reads it back, and an ordinary store keeps it there. (4096, 32000) float32 loss+grad, 2 threads, avx512: 0.69 -> 0.47 ns per
  * logit with streaming; (64, 32000), 8 MiB: 0.53 -> 0.44. */
 #define XC_STREAM_MIN_BYTES ((size_t)8 << 20)
 

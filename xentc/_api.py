@@ -20,7 +20,8 @@ from ._validate import (
 )
 
 
-def _run(plan, *, grad=None, grad_scale=1.0, row_grad_scale=None, return_lse=False):
+def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=None,
+         return_lse=False):
     """Run the fused kernel; returns (loss as the reduction asks, lse rows or None)."""
     loss_rows = np.empty(plan.n_rows, dtype=plan.dtype) if plan.reduction == "none" else None
     lse = np.empty(plan.n_rows, dtype=plan.dtype) if return_lse else None
@@ -29,7 +30,8 @@ def _run(plan, *, grad=None, grad_scale=1.0, row_grad_scale=None, return_lse=Fal
         ignore_index=plan.ignore_index, target_prob=plan.target_prob,
         class_weight=plan.class_weight, sample_weight=plan.sample_weight,
         label_smoothing=plan.label_smoothing, z_loss=plan.z_loss,
-        grad=None if grad is None else as_matrix(grad), grad_scale=grad_scale,
+        grad=None if grad is None else as_matrix(grad), grad_fresh=grad_fresh,
+        grad_scale=grad_scale,
         row_grad_scale=row_grad_scale, loss_out=loss_rows, lse_out=lse,
         want_sum=plan.reduction != "none", n_threads=plan.n_threads)
     if plan.reduction == "none":
@@ -81,8 +83,8 @@ def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
         # A zero denominator (every row ignored or weighted 0) gives a NaN mean and, as torch,
         # an all-zero gradient.
         scale = scale / denominator if denominator != 0 else 0.0
-    loss, lse = _run(plan, grad=grad, grad_scale=scale, row_grad_scale=row_scale,
-                     return_lse=return_lse)
+    loss, lse = _run(plan, grad=grad, grad_fresh=out is None, grad_scale=scale,
+                     row_grad_scale=row_scale, return_lse=return_lse)
     return (loss, lse, grad) if return_lse else (loss, grad)
 
 

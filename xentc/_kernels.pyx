@@ -42,6 +42,7 @@ cdef extern from "xc_api.h" nogil:
         double label_smoothing
         double z_loss
         xc_matrix grad
+        int grad_fresh
         double grad_scale
         const double *row_grad_scale
         int64_t row_grad_scale_step
@@ -98,8 +99,8 @@ cdef check(int status):
 
 def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64_t ignore_index,
          target_prob, class_weight, sample_weight, double label_smoothing, double z_loss,
-         grad, double grad_scale, row_grad_scale, loss_out, lse_out, bint want_sum,
-         int n_threads):
+         grad, bint grad_fresh, double grad_scale, row_grad_scale, loss_out, lse_out,
+         bint want_sum, int n_threads):
     """Run the fused kernel; returns the sum of the row losses when want_sum, else None."""
     cdef xc_xent_args a
     cdef double loss_sum = 0.0
@@ -119,6 +120,7 @@ def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64
     a.label_smoothing = label_smoothing
     a.z_loss = z_loss
     a.grad = to_matrix(grad)
+    a.grad_fresh = grad_fresh
     a.grad_scale = grad_scale
     a.row_grad_scale = <const double *>data_of(row_grad_scale)
     a.row_grad_scale_step = step_of(row_grad_scale)
