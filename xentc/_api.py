@@ -21,8 +21,9 @@ from ._validate import (
 
 
 def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=None,
-         return_lse=False):
-    """Run the fused kernel; returns (loss as the reduction asks, lse rows or None)."""
+         return_lse=False, denominator=None):
+    """Run the fused kernel; returns (loss as the reduction asks, lse rows or None).
+    denominator: the 'mean' denominator when the caller has it already (else computed here)."""
     loss_rows = np.empty(plan.n_rows, dtype=plan.dtype) if plan.reduction == "none" else None
     lse = np.empty(plan.n_rows, dtype=plan.dtype) if return_lse else None
     total = _kernels.xent(
@@ -39,7 +40,8 @@ def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=No
     elif plan.reduction == "sum":
         loss = float(total)
     else:
-        denominator = mean_denominator(plan)
+        if denominator is None:
+            denominator = mean_denominator(plan)
         loss = total / denominator if denominator != 0 else math.nan
     return loss, None if lse is None else lse.reshape(plan.lead_shape)
 
@@ -78,13 +80,14 @@ def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
     grad = check_out(out, logits, plan.dtype, {
         "target": target, "weight": weight, "sample_weight": sample_weight,
         "grad_output": grad_output})
+    denominator = None
     if plan.reduction == "mean":
         denominator = mean_denominator(plan)
         # A zero denominator (every row ignored or weighted 0) gives a NaN mean and, as torch,
         # an all-zero gradient.
         scale = scale / denominator if denominator != 0 else 0.0
     loss, lse = _run(plan, grad=grad, grad_fresh=out is None, grad_scale=scale,
-                     row_grad_scale=row_scale, return_lse=return_lse)
+                     row_grad_scale=row_scale, return_lse=return_lse, denominator=denominator)
     return (loss, lse, grad) if return_lse else (loss, grad)
 
 
