@@ -99,4 +99,12 @@ XC_INLINE void *xc_scratch_take(const xc_scratch *s, int thread, size_t *offset,
  * in L1 when its exp terms are taken right after its max. */
 #define XC_ONLINE_BLOCK 512
 
+/* Logits per chunk: the online pass's running max starts afresh at each chunk, so that the
+ * chunks of a long row can go to different threads with no change to any bit (xc_kernels.inc,
+ * xent_split). 64 blocks: 128 KiB of float32, enough that the restart costs nothing. A row
+ * longer than a chunk is also longer than XC_BLOCK_ELEMS, so it is a row block of its own
+ * (xent_split's loss sum relies on it). */
+#define XC_CHUNK (64 * XC_ONLINE_BLOCK)
+typedef char xc_chunk_holds_a_row_block[XC_CHUNK >= XC_BLOCK_ELEMS ? 1 : -1];
+
 #endif /* XC_ROWS_H */

@@ -199,6 +199,24 @@ def test_masked_classes_soft_targets(dtype):
         "soft targets, masked class, label_smoothing=0.1: +inf")
 
 
+@pytest.mark.parametrize("n_classes,start", [(2000, 0), (70001, 32768)],
+                         ids=["first-block", "second-chunk"])
+def test_nan_among_leading_neg_inf(rng, dtype, n_classes, start):
+    # A NaN in a run of -inf that fills whole blocks of the online pass (512 logits; and from a
+    # chunk's start, where the running max restarts): the running max is still -inf there, and
+    # the NaN must still reach the row's sum (torch: NaN loss, NaN gradient row).
+    logits = rng.standard_normal((2, n_classes)).astype(dtype)
+    logits[1, start:start + 1500] = NEG_INF
+    logits[1, start + 7] = np.nan
+    target = np.array([3, 2])
+    for n_threads in (1, 2):
+        loss, lse, grad = both(logits, target, reduction="none", n_threads=n_threads)
+        case = f"NaN at {start + 7} among -inf, C={n_classes}, n_threads={n_threads}"
+        assert np.isnan(loss[1]) and np.isnan(lse[1]), f"{case}: loss {loss[1]}, lse {lse[1]}"
+        assert np.all(np.isnan(grad[1])), f"{case}: gradient row must be all NaN"
+        assert np.all(np.isfinite(grad[0])) and np.isfinite(loss[0]), f"{case}: row 0 finite"
+
+
 @pytest.mark.parametrize("bad", ["all-neg-inf", "pos-inf", "nan"])
 def test_non_finite_rows(rng, dtype, bad):
     logits = rng.standard_normal((5, 4)).astype(dtype)

@@ -17,8 +17,9 @@ import xentc
 pytestmark = pytest.mark.usefixtures("every_isa")
 
 THREADS = (1, 2, 3, 7)  # 3 and 7 do not divide the row counts; 7 oversubscribes 2 cores
-# few rows: more threads than rows, so the work must split along the classes or idle
-SHAPES = {"many-rows": (4099, 67), "few-rows": (3, 30011)}
+# few rows: more threads than rows, so the work must split along the classes or idle; rows of
+# more than one chunk (xc_rows.h XC_CHUNK, 32768 logits) are split across threads
+SHAPES = {"many-rows": (4099, 67), "few-rows": (3, 30011), "few-long-rows": (3, 70001)}
 REDUCTIONS = ["mean", "sum", "none"]
 
 
