@@ -9,12 +9,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* XC_MATH_INLINE: the element functions of xc_math.h, always inlined: a call left in a loop over
+ * rows (gcc left xc_exp_core out of line in xent_short's per-row loop) stops it vectorising. */
 #if defined(_MSC_VER) && !defined(__clang__)
 #define XC_RESTRICT __restrict
 #define XC_INLINE static __inline
+#define XC_MATH_INLINE static __forceinline
 #else
 #define XC_RESTRICT __restrict__
 #define XC_INLINE static inline
+#define XC_MATH_INLINE static inline __attribute__((always_inline))
 #endif
 
 #ifdef _OPENMP
