@@ -4,6 +4,8 @@ Environment switches (read at build time):
   XENTC_NO_OPENMP=1       build the kernels serially on purpose (n_threads is then always 1)
   XENTC_FAIL_NO_OPENMP=1  fail, instead of warning and building serially, when OpenMP is missing
                           (CI sets it, so a broken OpenMP probe cannot pass unnoticed)
+The probes below also read CFLAGS, CPPFLAGS and LDFLAGS (and ARCHFLAGS on macOS), as the build
+itself does: that is how a libomp outside the compiler's search path is found (README, "Install").
 The build never uses -march=native: the wheel must run on every CPU of its platform. Instead the
 kernels are compiled once per instruction set (src_c/xc_kernels_{base,avx2,avx512}.c, each a
 static library with its own flags, the AVX ones only on x86-64 and only where the compiler accepts
@@ -11,7 +13,7 @@ the flags) and src_c/xc_dispatch.c picks the best one the CPU runs, at import.
 """
 
 import os
-import platform
+import shlex
 import subprocess
 import sys
 import sysconfig
@@ -43,6 +45,22 @@ def compiler_command():
     return (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
 
 
+def env_flags(*names):
+    """The flags in these environment variables. The build's compiler reads CPPFLAGS, CFLAGS and
+    LDFLAGS (and ARCHFLAGS on macOS); the probes must too, or they would test another compiler
+    than the build's: without Homebrew's libomp paths, or for the host's architecture when
+    cibuildwheel cross-compiles x86_64 wheels on an arm64 Mac."""
+    flags = []
+    for name in names:
+        if name != "ARCHFLAGS" or sys.platform == "darwin":
+            flags += shlex.split(os.environ.get(name, ""))
+    return flags
+
+
+def compile_env_flags():
+    return env_flags("CPPFLAGS", "CFLAGS", "ARCHFLAGS")
+
+
 def openmp_flags():
     """(compile flags, link flags) for OpenMP, or ([], []) after a warning when unavailable."""
     if flag_on("XENTC_NO_OPENMP"):
@@ -58,7 +76,8 @@ def openmp_flags():
             f.write(OPENMP_PROBE)
         for flags in candidates:
             link = ["-lomp"] if flags[0] == "-Xpreprocessor" else flags
-            cmd = compiler_command() + flags + [src, "-o", exe] + link
+            cmd = (compiler_command() + compile_env_flags() + flags + [src, "-o", exe] + link +
+                   env_flags("LDFLAGS"))
             try:
                 subprocess.run(cmd, check=True, capture_output=True, timeout=120)
                 out = subprocess.run([exe], check=True, capture_output=True, timeout=60)
@@ -87,7 +106,8 @@ def compiler_accepts(flags):
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write("int probe(int x) { return x + 1; }\n")
-        cmd = compiler_command() + flags + ["-c", src, "-o", os.path.join(tmp, "probe.o")]
+        cmd = (compiler_command() + compile_env_flags() + flags +
+               ["-c", src, "-o", os.path.join(tmp, "probe.o")])
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):
@@ -96,7 +116,9 @@ def compiler_accepts(flags):
 
 
 def is_x86_64():
-    return platform.machine().lower() in {"x86_64", "amd64", "x86-64"}
+    # The target's architecture, not the build machine's (platform.machine()): sysconfig honours
+    # _PYTHON_HOST_PLATFORM, which cibuildwheel sets when it cross-compiles on macOS.
+    return sysconfig.get_platform().rsplit("-", 1)[-1].lower() in {"x86_64", "amd64"}
 
 
 def base_flags():
