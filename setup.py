@@ -4,23 +4,30 @@ Environment switches (read at build time):
   XENTC_NO_OPENMP=1       build the kernels serially on purpose (n_threads is then always 1)
   XENTC_FAIL_NO_OPENMP=1  fail, instead of warning and building serially, when OpenMP is missing
                           (CI sets it, so a broken OpenMP probe cannot pass unnoticed)
+The probes below also read CFLAGS, CPPFLAGS and LDFLAGS (and ARCHFLAGS on macOS), as the build
+itself does: that is how a libomp outside the compiler's search path is found (README, "Install").
 The build never uses -march=native: the wheel must run on every CPU of its platform. Instead the
 kernels are compiled once per instruction set (src_c/xc_kernels_{base,avx2,avx512}.c, each a
 static library with its own flags, the AVX ones only on x86-64 and only where the compiler accepts
 the flags) and src_c/xc_dispatch.c picks the best one the CPU runs, at import.
+Every build writes xentc/_build_info.py beside the extension (build_ext_with_record below): the
+compiler, its version and each part's flags, for xentc.show_config().
 """
 
 import os
-import platform
+import pprint
+import shlex
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import warnings
 
+import Cython
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 OPENMP_PROBE = r"""
 #include <omp.h>
@@ -43,6 +50,22 @@ def compiler_command():
     return (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
 
 
+def env_flags(*names):
+    """The flags in these environment variables. The build's compiler reads CPPFLAGS, CFLAGS and
+    LDFLAGS (and ARCHFLAGS on macOS); the probes must too, or they would test another compiler
+    than the build's: without Homebrew's libomp paths, or for the host's architecture when
+    cibuildwheel cross-compiles x86_64 wheels on an arm64 Mac."""
+    flags = []
+    for name in names:
+        if name != "ARCHFLAGS" or sys.platform == "darwin":
+            flags += shlex.split(os.environ.get(name, ""))
+    return flags
+
+
+def compile_env_flags():
+    return env_flags("CPPFLAGS", "CFLAGS", "ARCHFLAGS")
+
+
 def openmp_flags():
     """(compile flags, link flags) for OpenMP, or ([], []) after a warning when unavailable."""
     if flag_on("XENTC_NO_OPENMP"):
@@ -58,7 +81,8 @@ def openmp_flags():
             f.write(OPENMP_PROBE)
         for flags in candidates:
             link = ["-lomp"] if flags[0] == "-Xpreprocessor" else flags
-            cmd = compiler_command() + flags + [src, "-o", exe] + link
+            cmd = (compiler_command() + compile_env_flags() + flags + [src, "-o", exe] + link +
+                   env_flags("LDFLAGS"))
             try:
                 subprocess.run(cmd, check=True, capture_output=True, timeout=120)
                 out = subprocess.run([exe], check=True, capture_output=True, timeout=60)
@@ -87,7 +111,8 @@ def compiler_accepts(flags):
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write("int probe(int x) { return x + 1; }\n")
-        cmd = compiler_command() + flags + ["-c", src, "-o", os.path.join(tmp, "probe.o")]
+        cmd = (compiler_command() + compile_env_flags() + flags +
+               ["-c", src, "-o", os.path.join(tmp, "probe.o")])
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):
@@ -96,7 +121,9 @@ def compiler_accepts(flags):
 
 
 def is_x86_64():
-    return platform.machine().lower() in {"x86_64", "amd64", "x86-64"}
+    # The target's architecture, not the build machine's (platform.machine()): sysconfig honours
+    # _PYTHON_HOST_PLATFORM, which cibuildwheel sets when it cross-compiles on macOS.
+    return sysconfig.get_platform().rsplit("-", 1)[-1].lower() in {"x86_64", "amd64"}
 
 
 def base_flags():
@@ -168,10 +195,93 @@ def extension(macros, omp_compile, omp_link):
     )
 
 
+def compiler_version(executable):
+    """The compiler's own first line about itself: gcc and clang print it for --version on stdout;
+    MSVC's cl rejects the option but prints its banner on stderr first."""
+    try:
+        out = subprocess.run([executable, "--version"], capture_output=True, text=True,
+                             timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    for stream in (out.stdout, out.stderr):
+        for line in stream.splitlines():
+            if line.strip():
+                return line.strip()
+    return "unknown"
+
+
+def isa_label(library):
+    """xc_kernels_base -> baseline, xc_kernels_avx2 -> avx2: the names show_config() uses."""
+    short = library.removeprefix("xc_kernels_")
+    return "baseline" if short == "base" else short
+
+
+def build_record(compiler, distribution, extension_module, omp_compile, omp_link):
+    """What show_config() reports about this build (a dict of plain literals)."""
+    command = list(getattr(compiler, "compiler_so", None) or [])
+    if command:  # unix-style compilers; a compiler cache may lead the command
+        wrapped = os.path.basename(command[0]) in {"ccache", "sccache"} and len(command) > 1
+        executable = command[1] if wrapped else command[0]
+    else:  # MSVC
+        executable = getattr(compiler, "cc", None) or "cl.exe"
+        command = [executable, *getattr(compiler, "compile_options", [])]
+    if omp_compile or omp_link:
+        openmp = "on"
+    elif flag_on("XENTC_NO_OPENMP"):
+        openmp = "off: XENTC_NO_OPENMP=1 at build time"
+    else:
+        openmp = "off: the compiler could not build and run an OpenMP program"
+    return {
+        "version": distribution.get_version(),
+        "platform": sysconfig.get_platform(),
+        "compiler": compiler_version(executable),
+        # Python's own flags (sysconfig, CFLAGS/CPPFLAGS from the environment): every C file
+        # of the build gets them before its own.
+        "compiler_command": " ".join(command),
+        "extension_flags": list(extension_module.extra_compile_args or []),
+        "link_flags": list(extension_module.extra_link_args or []),
+        "kernel_flags": {isa_label(name): list(info.get("cflags", []))
+                         for name, info in distribution.libraries or []},
+        "openmp": openmp,
+        "openmp_compile_flags": list(omp_compile),
+        "openmp_link_flags": list(omp_link),
+        "cython": Cython.__version__,
+        "numpy": np.__version__,
+    }
+
+
+class build_ext_with_record(build_ext):
+    """build_ext that also writes xentc/_build_info.py beside the extension, for show_config().
+    Generated by each build (it is in neither git nor the sdist), so a wheel built from the sdist
+    records its own compiler and flags."""
+
+    def record_path(self):
+        if self.inplace:
+            package_dir = self.get_finalized_command("build_py").get_package_dir("xentc")
+        else:
+            package_dir = os.path.join(self.build_lib, "xentc")
+        return os.path.join(package_dir, "_build_info.py")
+
+    def run(self):
+        super().run()
+        record = build_record(self.compiler, self.distribution, self.extensions[0], OMP_COMPILE,
+                              OMP_LINK)
+        path = self.record_path()
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write('"""How this copy of xentc was built: written by setup.py (build_ext), read '
+                    'by xentc.show_config()."""\n\n')
+            f.write(f"BUILD = {pprint.pformat(record, width=96, sort_dicts=False)}\n")
+
+    def get_outputs(self):
+        return [*super().get_outputs(), self.record_path()]
+
+
 OMP_COMPILE, OMP_LINK = openmp_flags()
 LIBRARIES, ISA_MACROS = kernel_libraries(OMP_COMPILE)
 
 setup(
+    cmdclass={"build_ext": build_ext_with_record},
     libraries=LIBRARIES,
     ext_modules=cythonize(
         [extension(ISA_MACROS, OMP_COMPILE, OMP_LINK)],

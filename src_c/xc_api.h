@@ -80,5 +80,14 @@ void xc_bandwidth_copy(const float *src, float *dst, int64_t n, int n_threads);
 
 /* Build information for show_config(). */
 int xc_openmp_enabled(void);
+/* The _OPENMP date the kernels were compiled against (201511 is OpenMP 4.5); 0 without OpenMP. */
+int xc_openmp_version(void);
+/* omp_get_max_threads() of the runtime the kernels call: OMP_NUM_THREADS as the runtime read it at
+ * load, or a later omp_set_num_threads() on this thread (threadpoolctl's threadpool_limits);
+ * 1 without OpenMP. */
+int xc_openmp_max_threads(void);
+/* An address inside that runtime library (xentc/_config.py maps it to the file); NULL without
+ * OpenMP. */
+const void *xc_openmp_entry(void);
 
 #endif /* XC_API_H */

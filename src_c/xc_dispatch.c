@@ -118,3 +118,27 @@ int xc_openmp_enabled(void)
     return 0;
 #endif
 }
+
+int xc_openmp_version(void)
+{
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+
+int xc_openmp_max_threads(void) { return omp_get_max_threads(); }
+
+const void *xc_openmp_entry(void)
+{
+#ifdef _OPENMP
+    /* The address the loader bound this extension's omp_get_max_threads to: it lies inside
+     * the runtime library the kernels actually call, whichever other OpenMP runtimes the process
+     * has loaded (torch bundles its own libgomp). A function pointer converted to an object
+     * pointer: not ISO C, but defined by POSIX (dlsym) and by Windows. */
+    return (const void *)&omp_get_max_threads;
+#else
+    return NULL;
+#endif
+}

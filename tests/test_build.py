@@ -1,5 +1,6 @@
 """The build: OpenMP as configured, show_config, the kernels' exp accuracy, the installed copy."""
 
+import importlib.metadata
 import os
 import pathlib
 import subprocess
@@ -26,11 +27,49 @@ def test_openmp_enabled_when_ci_requires_it():
     assert _kernels.openmp_enabled(), "CI asked for OpenMP but the extension was built serially"
 
 
-def test_show_config_reports_version_and_threads(capsys):
+def test_version_is_the_installed_distributions():
+    # pyproject.toml reads the version from xentc/__init__.py: one source for both.
+    assert xentc.__version__ == importlib.metadata.version("xentc")
+
+
+def test_build_record_describes_this_build():
+    build = xentc._config.build_info()
+    assert build, "no xentc/_build_info.py: setup.py's build_ext writes it into every build"
+    assert build["version"] == xentc.__version__, f"record of another build: {build}"
+    assert build["compiler"] != "unknown" and build["compiler_command"], build
+    # One entry per kernel library, named as the dispatcher names its instruction sets.
+    assert list(build["kernel_flags"]) == _kernels.isa_compiled(), build["kernel_flags"]
+    assert (build["openmp"] == "on") == _kernels.openmp_enabled(), build["openmp"]
+
+
+def test_build_never_targets_the_build_machine():
+    # The wheel must run on every CPU of its platform: per-ISA flags, never -march=native.
+    build = xentc._config.build_info()
+    flags = [*build.get("compiler_command", "").split(), *build.get("extension_flags", []),
+             *(flag for flags in build.get("kernel_flags", {}).values() for flag in flags)]
+    assert flags, "no build record"
+    assert not [f for f in flags if f.endswith("=native")], f"targets the build machine: {flags}"
+
+
+@pytest.mark.skipif(os.environ.get("XENTC_NO_OPENMP") != "1",
+                    reason="runs in the XENTC_NO_OPENMP=1 build only")
+def test_no_openmp_switch_builds_serially():
+    assert not _kernels.openmp_enabled()
+    assert "XENTC_NO_OPENMP" in xentc._config.build_info()["openmp"]
+    assert xentc._config.config()["openmp"].startswith("off: XENTC_NO_OPENMP=1")
+
+
+def test_show_config_reports_version_build_and_threads(capsys):
     xentc.show_config()
     text = capsys.readouterr().out
-    assert xentc.__version__ in text
-    assert "openmp:" in text and "default n_threads:" in text
+    assert f"xentc:              {xentc.__version__}\n" in text, text
+    keys = ["compiler:", "compile command:", "extension flags:", "kernel flags:", "openmp:",
+            "default n_threads:", "kernels compiled:", "kernels in use:"]
+    if _kernels.openmp_enabled():
+        keys.append("openmp runtime:")
+    for key in keys:
+        assert f"\n{key}" in text, f"show_config() lacks {key!r}:\n{text}"
+    assert xentc._config.build_info()["compiler"] in text
 
 
 def test_serial_build_reports_one_thread():

@@ -63,6 +63,9 @@ cdef extern from "xc_api.h" nogil:
     int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
                             const xc_matrix *out, int log_softmax, int n_threads)
     int xc_openmp_enabled()
+    int xc_openmp_version()
+    int xc_openmp_max_threads()
+    const void *xc_openmp_entry()
     void xc_exp_array_f32(const float *x, float *out, int64_t n)
     double xc_bandwidth_read(const float *x, int64_t n, int n_threads)
     void xc_bandwidth_copy(const float *src, float *dst, int64_t n, int n_threads)
@@ -163,6 +166,23 @@ def softmax_rows(x, Py_ssize_t n_rows, Py_ssize_t n_classes, out, bint log_softm
 def openmp_enabled():
     """True when the kernels were compiled with OpenMP."""
     return bool(xc_openmp_enabled())
+
+
+def openmp_version():
+    """The _OPENMP date the kernels were compiled against (201511: OpenMP 4.5); 0 if serial."""
+    return xc_openmp_version()
+
+
+def openmp_max_threads():
+    """omp_get_max_threads() of the runtime the kernels call, on the calling thread (1 if serial).
+    It follows omp_set_num_threads(), which threadpoolctl's threadpool_limits calls."""
+    return xc_openmp_max_threads()
+
+
+def openmp_entry_address():
+    """An address inside the OpenMP runtime library the kernels call (0 if serial): see
+    xentc/_config.py's openmp_runtime()."""
+    return <size_t>xc_openmp_entry()
 
 
 def bandwidth_read(cnp.ndarray x, int n_threads):

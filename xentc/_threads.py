@@ -1,12 +1,25 @@
-"""How many threads a call uses: the argument, else OMP_NUM_THREADS, else the usable cores.
+"""How many threads a call uses: the argument; else a limit set through the OpenMP runtime
+(threadpoolctl); else OMP_NUM_THREADS; else the usable cores.
 
-The same order as scikit-learn's `_openmp_effective_n_threads`. Results never depend on the
-answer (the kernels are bitwise deterministic across thread counts); only the speed does.
+scikit-learn's `_openmp_effective_n_threads` asks the runtime (omp_get_max_threads), so that
+threadpoolctl's `threadpool_limits`, which calls omp_set_num_threads on every OpenMP runtime in
+the process, bounds it. The runtime reads OMP_NUM_THREADS only once, when it is loaded, while the
+spec has n_threads=None follow OMP_NUM_THREADS as it is at the call; so xentc asks the runtime
+only whether its value moved since import, which only omp_set_num_threads does. Results never
+depend on the answer (the kernels are bitwise deterministic across thread counts); only the speed
+does.
 """
 
 import os
 
 from . import _kernels
+
+# The runtime's value for this process before anyone limited it: omp_get_max_threads() when xentc
+# was imported. (A runtime shared with another library and limited while `import xentc` ran
+# would make that limit the baseline; xentc's wheels load their own copy, bundled by auditwheel.)
+_RUNTIME_DEFAULT = _kernels.openmp_max_threads()
+
+RUNTIME_LIMIT = "OpenMP runtime limit: omp_set_num_threads, e.g. threadpoolctl"
 
 
 def usable_cores():
@@ -18,6 +31,11 @@ def usable_cores():
 
 def default_n_threads():
     """(count, how it was chosen) for n_threads=None."""
+    # The value OpenMP gives the calling thread: omp_set_num_threads, like OpenMP's own default,
+    # is per thread, so a limit set on another Python thread does not apply to this call.
+    limit = _kernels.openmp_max_threads()
+    if limit != _RUNTIME_DEFAULT:
+        return max(1, limit), RUNTIME_LIMIT
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env:
         # OpenMP allows a list ("4,2") for nested levels; the first entry is the outer team.
