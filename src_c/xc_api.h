@@ -69,9 +69,14 @@ int xc_softmax_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
 int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
                         const xc_matrix *out, int log_softmax, int n_threads);
 
-/* XC_EXP element-wise over contiguous arrays: a test hook for the accuracy of xc_math.h. */
-void xc_exp_array_f32(const float *x, float *out, int64_t n);
-void xc_exp_array_f64(const double *x, double *out, int64_t n);
+/* A function of xc_math.h element-wise over contiguous arrays, at the active instruction set: a
+ * test hook for their accuracy. fn: XC_MATH_EXP (the kernels' exp for the dtype), XC_MATH_LOG
+ * or XC_MATH_LOG1P (xc_log, xc_log1p: double, the float32 version rounds their result). */
+#define XC_MATH_EXP 0
+#define XC_MATH_LOG 1
+#define XC_MATH_LOG1P 2
+void xc_math_array_f32(int fn, const float *x, float *out, int64_t n);
+void xc_math_array_f64(int fn, const double *x, double *out, int64_t n);
 
 /* Memory-bandwidth kernels of the benchmark report (xc_bandwidth.c): read n floats once; copy n
  * floats. Each splits the array in one contiguous slice per thread. */

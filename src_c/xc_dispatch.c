@@ -17,14 +17,14 @@
                                   int);                                                       \
     int xc_softmax_rows_f64_##isa(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int, \
                                   int);                                                       \
-    void xc_exp_array_f32_##isa(const float *, float *, int64_t);                             \
-    void xc_exp_array_f64_##isa(const double *, double *, int64_t);
+    void xc_math_array_f32_##isa(int, const float *, float *, int64_t);                       \
+    void xc_math_array_f64_##isa(int, const double *, double *, int64_t);
 
 #define XC_TABLE(label, isa, supports)                                                        \
     {                                                                                         \
         label, supports, xc_xent_f32_##isa, xc_xent_f64_##isa, xc_lse_rows_f32_##isa,         \
             xc_lse_rows_f64_##isa, xc_softmax_rows_f32_##isa, xc_softmax_rows_f64_##isa,      \
-            xc_exp_array_f32_##isa, xc_exp_array_f64_##isa                                    \
+            xc_math_array_f32_##isa, xc_math_array_f64_##isa                                  \
     }
 
 static int always(void) { return 1; }
@@ -107,8 +107,14 @@ int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
     return xc_active->softmax_rows_f64(x, n_rows, n_classes, out, log_softmax, n_threads);
 }
 
-void xc_exp_array_f32(const float *x, float *out, int64_t n) { xc_active->exp_array_f32(x, out, n); }
-void xc_exp_array_f64(const double *x, double *out, int64_t n) { xc_active->exp_array_f64(x, out, n); }
+void xc_math_array_f32(int fn, const float *x, float *out, int64_t n)
+{
+    xc_active->math_array_f32(fn, x, out, n);
+}
+void xc_math_array_f64(int fn, const double *x, double *out, int64_t n)
+{
+    xc_active->math_array_f64(fn, x, out, n);
+}
 
 int xc_openmp_enabled(void)
 {

@@ -16,8 +16,8 @@ typedef struct {
     int (*lse_rows_f64)(const xc_matrix *, int64_t, int64_t, double *, int);
     int (*softmax_rows_f32)(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int, int);
     int (*softmax_rows_f64)(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int, int);
-    void (*exp_array_f32)(const float *, float *, int64_t);
-    void (*exp_array_f64)(const double *, double *, int64_t);
+    void (*math_array_f32)(int, const float *, float *, int64_t);
+    void (*math_array_f64)(int, const double *, double *, int64_t);
 } xc_kernel_table;
 
 /* Choose the best set the CPU supports. Called once by the Cython module's initialisation. */

@@ -87,7 +87,7 @@ def test_serial_build_reports_one_thread():
 @pytest.mark.usefixtures("every_isa")
 def test_exp_accuracy(dtype, lo, hi):
     x = np.random.default_rng(7).uniform(lo, hi, 10**6).astype(dtype)
-    approx = _kernels._exp(x).astype(np.float64)
+    approx = _kernels._math("exp", x).astype(np.float64)
     exact = np.exp(x.astype(np.float64))
     ulps = np.abs(approx - exact) / np.spacing(exact.astype(dtype)).astype(np.float64)
     assert ulps.max() <= 2.0, f"{np.dtype(dtype).name} exp: max error {ulps.max():.2f} ulp"
@@ -97,9 +97,33 @@ def test_exp_accuracy(dtype, lo, hi):
 @pytest.mark.usefixtures("every_isa")
 def test_exp_special_values(dtype):
     x = np.array([0.0, -np.inf, np.inf, np.nan, -1e4, 1e4], dtype=dtype)
-    got = _kernels._exp(x)
+    got = _kernels._math("exp", x)
     np.testing.assert_array_equal(got, np.array([1.0, 0.0, np.inf, np.nan, 0.0, np.inf], dtype),
                                   err_msg=f"exp special values, {np.dtype(dtype).name}")
+
+
+@pytest.mark.parametrize("name,bound", [("log", 2.5), ("log1p", 4.5)])
+@pytest.mark.usefixtures("every_isa")
+def test_log_accuracy(name, bound):
+    # xc_log / xc_log1p (double; the short-row kernel's loss) against long double: log over
+    # [2^-20, 2^20] (a row's sum of exp is >= 1; below 1 for the bound's sake), log1p over
+    # [0, 1] and tiny arguments (a confident row's log1p(s_other)).
+    rng = np.random.default_rng(11)
+    if name == "log":
+        x = np.ldexp(rng.uniform(1, 2, 10**6), rng.integers(-20, 21, 10**6))
+    else:
+        half = 5 * 10**5
+        x = np.concatenate([rng.uniform(0, 1, half),
+                            np.ldexp(rng.uniform(1, 2, half), rng.integers(-60, 0, half))])
+    approx = _kernels._math(name, x)
+    exact = getattr(np, name)(x.astype(np.longdouble))
+    ulps = np.abs(approx - exact) / np.spacing(np.abs(exact).astype(np.float64))
+    ulps = ulps[exact != 0].astype(np.float64)
+    assert ulps.max() <= bound, f"{name}: max error {ulps.max():.2f} ulp (bound {bound})"
+    # log(1) = log1p(0) = 0 exactly; log(2) = log1p(1) = ln 2; NaN stays NaN
+    x = np.array([0.0, 1.0, np.nan]) + (name == "log")
+    np.testing.assert_array_equal(_kernels._math(name, x), [0.0, np.log(2.0), np.nan],
+                                  err_msg=f"{name} at {x}")
 
 
 def test_best_instruction_set_is_chosen_at_import():

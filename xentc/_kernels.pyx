@@ -66,10 +66,10 @@ cdef extern from "xc_api.h" nogil:
     int xc_openmp_version()
     int xc_openmp_max_threads()
     const void *xc_openmp_entry()
-    void xc_exp_array_f32(const float *x, float *out, int64_t n)
+    void xc_math_array_f32(int fn, const float *x, float *out, int64_t n)
     double xc_bandwidth_read(const float *x, int64_t n, int n_threads)
     void xc_bandwidth_copy(const float *src, float *dst, int64_t n, int n_threads)
-    void xc_exp_array_f64(const double *x, double *out, int64_t n)
+    void xc_math_array_f64(int fn, const double *x, double *out, int64_t n)
 
 
 cdef void *data_of(object array):
@@ -204,16 +204,18 @@ def bandwidth_copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
         xc_bandwidth_copy(s, d, n, n_threads)
 
 
-def _exp(cnp.ndarray x):
-    """The kernels' own exp, element-wise (test hook: tests/test_build.py measures its ulp error).
+def _math(str name, cnp.ndarray x):
+    """The kernels' own "exp", "log" or "log1p" (src_c/xc_math.h) element-wise, at the active
+    instruction set (test hook: tests/test_build.py measures their ulp error).
     x: a contiguous 1-D float32 or float64 array."""
+    cdef int fn = {"exp": 0, "log": 1, "log1p": 2}[name]  # XC_MATH_EXP, _LOG, _LOG1P
     out = cnp.PyArray_EMPTY(1, x.shape, cnp.PyArray_TYPE(x), 0)
     if x.dtype.itemsize == 8:
-        xc_exp_array_f64(<const double *>cnp.PyArray_DATA(x), <double *>cnp.PyArray_DATA(out),
-                         x.shape[0])
+        xc_math_array_f64(fn, <const double *>cnp.PyArray_DATA(x),
+                          <double *>cnp.PyArray_DATA(out), x.shape[0])
     else:
-        xc_exp_array_f32(<const float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(out),
-                         x.shape[0])
+        xc_math_array_f32(fn, <const float *>cnp.PyArray_DATA(x), <float *>cnp.PyArray_DATA(out),
+                          x.shape[0])
     return out
 
 
