@@ -9,16 +9,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* XC_MATH_INLINE: the element functions of xc_math.h, always inlined: a call left in a loop over
- * rows (gcc left xc_exp_core out of line in xent_short's per-row loop) stops it vectorising. */
+/* XC_FORCE_INLINE: always inlined, for the element functions of xc_math.h and the row loops
+ * whose constant flags must fold away: a call left in a loop stops it vectorising (gcc left
+ * xc_exp_core out of line in xent_short's lane loop), and a loop left out of line keeps its
+ * flags as run-time tests (sum_exp_body: 7x the instructions). */
 #if defined(_MSC_VER) && !defined(__clang__)
 #define XC_RESTRICT __restrict
 #define XC_INLINE static __inline
-#define XC_MATH_INLINE static __forceinline
+#define XC_FORCE_INLINE static __forceinline
 #else
 #define XC_RESTRICT __restrict__
 #define XC_INLINE static inline
-#define XC_MATH_INLINE static inline __attribute__((always_inline))
+#define XC_FORCE_INLINE static inline __attribute__((always_inline))
 #endif
 
 #ifdef _OPENMP
