@@ -111,9 +111,15 @@ def check_logits(logits):
 
 
 def _real_scalar(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+    # numbers.Real holds NumPy's integer and floating scalars, not its complex ones (np.number
+    # would let np.complex128(0.1 + 1j) through as 0.1, the imaginary part silently dropped).
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range (10**400): out of every range here
+        raise ValueError(f"{name} must be a real number in the float range; got an int of "
+                         f"{value.bit_length()} bits") from None
 
 
 def check_reduction(reduction):
@@ -279,18 +285,24 @@ def _overlaps(a, b):
 
 
 def _same_elements(a, b):
+    # The stride of an axis of length 1 never moves to another element: a view that differs
+    # only there (np.flip of a (1, C) array along its rows) is the same elements in the same
+    # layout, and as_matrix describes both alike.
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+            and a.shape == b.shape and a.dtype == b.dtype
+            and all(sa == sb for sa, sb, n in zip(a.strides, b.strides, a.shape) if n > 1))
 
 
 def check_out(out, logits, dtype, others):
     """`out` (or a fresh array) for the gradient. `others`: the inputs `out` must not touch."""
+    # logits as the caller passed them: an ndarray, or anything np.asarray took (a nested list)
+    shape = logits.shape if isinstance(logits, np.ndarray) else np.shape(logits)
     if out is None:
-        return np.empty(logits.shape, dtype=dtype)
+        return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray; got {type(out).__name__}")
-    if out.shape != logits.shape:
-        raise ValueError(f"out must have the logits' shape {logits.shape}; got {out.shape}")
+    if out.shape != shape:
+        raise ValueError(f"out must have the logits' shape {shape}; got {out.shape}")
     if out.dtype != dtype:
         raise ValueError(f"out must have dtype {dtype} (native byte order); got {out.dtype}")
     if not out.flags.writeable:
