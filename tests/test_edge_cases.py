@@ -475,3 +475,50 @@ def test_out_differing_only_in_a_length_one_axis_is_in_place(rng, dtype, view):
     # a real overlap in another layout is still refused
     with pytest.raises(ValueError, match="out"):
         xentc.cross_entropy_with_grad(work, target, out=work[:, ::-1])
+
+
+def _misaligned(values):
+    """`values` copied into memory one byte off its dtype's alignment, C-contiguous."""
+    values = np.asarray(values)
+    buf = np.zeros(values.nbytes + values.itemsize, dtype=np.uint8)
+    out = np.ndarray(values.shape, values.dtype, buffer=buf, offset=1)
+    out[...] = values
+    assert not out.flags.aligned and out.flags.c_contiguous
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 1), (4, 6)], ids=str)
+def test_misaligned_contiguous_inputs_reach_the_kernels_aligned(rng, dtype, shape):
+    # np.ascontiguousarray returns a misaligned array that is already C-contiguous unchanged, so
+    # such logits (and weights, targets, grad_output) reached the C kernels misaligned: UBSan's
+    # "load of misaligned address" under the sanitizer build (xc_api.h promises aligned data).
+    from xentc import _validate
+
+    logits = rng.standard_normal(shape).astype(dtype)
+    lead = shape[:-1]
+    c = shape[-1]
+    target = rng.integers(0, c, size=lead)
+    weight = rng.uniform(0.5, 2.0, c).astype(dtype)
+    sample_weight = rng.uniform(0.5, 2.0, lead)
+    kw = {"weight": weight, "sample_weight": sample_weight, "reduction": "none"}
+    bad = {"weight": _misaligned(weight), "sample_weight": _misaligned(sample_weight),
+           "reduction": "none"}
+    plan = _validate.plan_cross_entropy(_misaligned(logits), _misaligned(target), bad["weight"],
+                                        bad["sample_weight"], -100, "none", 0.0, 0.0, 1)
+    for name in ("target_index", "class_weight", "sample_weight"):
+        assert getattr(plan, name).flags.aligned, f"{name} handed to the kernel misaligned"
+    assert plan.logits.array.flags.aligned, "logits handed to the kernel misaligned"
+    if lead:
+        _, rows = _validate.check_grad_output(_misaligned(sample_weight), "none", lead)
+        assert rows.flags.aligned, "grad_output handed to the kernel misaligned"
+    probs = _validate.plan_cross_entropy(logits, _misaligned(np.full(shape, 1.0 / c, dtype)),
+                                         None, None, -100, "none", 0.0, 0.0, 1).target_prob
+    assert probs.array.flags.aligned, "probabilities handed to the kernel misaligned"
+    for fn in (xentc.logsumexp, xentc.softmax, xentc.log_softmax):
+        assert _validate.plan_rows(_misaligned(logits), -1)[1].flags.aligned
+        np.testing.assert_array_equal(fn(_misaligned(logits)), fn(logits))
+    want = xentc.cross_entropy_with_grad(logits, target, grad_output=sample_weight, **kw)
+    got = xentc.cross_entropy_with_grad(_misaligned(logits), _misaligned(target),
+                                        grad_output=_misaligned(sample_weight), **bad)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

@@ -18,7 +18,9 @@ is valid. Then:
 Budget: XENTC_FUZZ_SECONDS (default 3) or XENTC_FUZZ_CASES (a number of cases; wins when set).
 Cases are reproducible: case k of seed s draws from np.random.default_rng([s, k]); the seed is
 XENTC_FUZZ_SEED (default: 0). A failure names the seed and case: rerun that one alone with
-XENTC_FUZZ_SEED=s XENTC_FUZZ_CASE=k. A longer run that prints its count of cases:
+XENTC_FUZZ_SEED=s XENTC_FUZZ_CASE=k. XENTC_FUZZ_TRACE=<file> writes each case's description to that file before
+its call, so that after a crash (no Python traceback) the file names the case. A longer run that
+prints its count of cases:
     python tests/test_fuzz.py --seconds 600 [--seed 1]
 (from outside the checkout, against the installed xentc; README, "Hardening").
 """
@@ -592,6 +594,10 @@ def call_and_check(case, fn, as_passed, target, kw, values64, native, ref_target
 
 def call(case, fn, *args, **kw):
     """The call's result, or None when it raised as the oracle allows."""
+    trace = os.environ.get("XENTC_FUZZ_TRACE")
+    if trace:  # a crash kills the process: this file then names the case that did it
+        with open(trace, "w") as f:
+            f.write(f"{case}\n")
     try:
         result = fn(*args, **kw)
     except (TypeError, ValueError) as err:

@@ -20,9 +20,9 @@ mkdir -p "$src"
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard |
     while IFS= read -r -d '' f; do [ -f "$f" ] && printf '%s\0' "$f"; done |
     tar --null -T - -cf -) | tar -xf - -C "$src"
-# --no-build-isolation: the build uses the environment's setuptools, Cython and NumPy (borrowed
-# from the system site-packages) instead of installing them again.
-XENTC_SANITIZE=1 "$venv/bin/python" -m pip install --quiet --no-build-isolation "$src[test]"
+# With build isolation, as `make build` (the environment's own setuptools, from ensurepip, can be
+# older than pyproject.toml's build requirements).
+XENTC_SANITIZE=1 "$venv/bin/python" -m pip install --quiet "$src[test]"
 # The sanitized extension imports only with the ASan runtime preloaded: sanitize_run.py checks,
 # under it, that this environment's xentc is the sanitizer build.
 (cd "$venv" && "$python" "$repo/tools/sanitize_run.py" --python "$venv/bin/python" -- \

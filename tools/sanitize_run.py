@@ -14,11 +14,13 @@ prints for -print-file-name=libasan.so). The command then runs with
   ASAN_OPTIONS          leak checking at exit, the suppressions of tools/lsan.supp (CPython's and
                         NumPy's own blocks, never xentc's), allocator_may_return_null=1 (a huge
                         allocation raises MemoryError, as without ASan), reports to files;
-  UBSAN_OPTIONS         halt_on_error=1, print_stacktrace=1, reports to files.
+  UBSAN_OPTIONS         halt_on_error=1, print_stacktrace=1.
 
 Every process of the run, subprocesses included (some tests start a fresh interpreter), writes
-its reports to <log dir>/asan.<pid> or ubsan.<pid>. The run fails when the command fails or any
-such file exists; the files are printed. Exit status: the command's, or 1 for reports alone.
+its ASan and LeakSanitizer reports to <log dir>/asan.<pid>. UBSan reports go to stderr, which is
+passed through and scanned (a pytest run gets --capture=sys, so that pytest does not swallow
+them). The run fails when the command fails, or any report file exists, or a report appeared on
+stderr; the files are printed. Exit status: the command's, or 1 for reports alone.
 """
 
 import argparse
@@ -62,10 +64,13 @@ def sanitizer_env(log_dir, compiler):
     }
     env["ASAN_OPTIONS"] = ":".join(f"{k}={v}" for k, v in asan.items())
     env["LSAN_OPTIONS"] = f"suppressions={supp}:print_suppressions=0"
-    env["UBSAN_OPTIONS"] = ":".join(
-        ["halt_on_error=1", "print_stacktrace=1", f"log_path={os.path.join(log_dir, 'ubsan')}"])
+    env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
     return env
 
+
+# The first line of every sanitizer report on stderr.
+MARKERS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+           "AddressSanitizer:DEADLYSIGNAL", "ERROR: UndefinedBehaviorSanitizer")
 
 PREFLIGHT = """
 import xentc
@@ -90,21 +95,40 @@ def main(argv=None):
         parser.error("nothing to run: give the interpreter's arguments after --")
     log_dir = opts.log_dir or tempfile.mkdtemp(prefix="xentc-sanitize-")
     os.makedirs(log_dir, exist_ok=True)
+    for name in os.listdir(log_dir):  # reports of an earlier run in the same folder
+        if name.startswith(("asan.", "ubsan.")):
+            os.remove(os.path.join(log_dir, name))
     env = sanitizer_env(log_dir, opts.cc)
     print(f"sanitize_run: LD_PRELOAD={env['LD_PRELOAD']}", flush=True)
     print(f"sanitize_run: reports go to {log_dir}", flush=True)
-    # A run against an ordinary build would pass without checking anything.
-    if subprocess.run([opts.python, "-c", PREFLIGHT], env=env).returncode:
+    # A run against an ordinary build would pass without checking anything. (Leak checking off
+    # for this one: its exit status must say only whether the build is the sanitizer build.)
+    preflight_env = dict(env, ASAN_OPTIONS=env["ASAN_OPTIONS"].replace("detect_leaks=1",
+                                                                        "detect_leaks=0"))
+    if subprocess.run([opts.python, "-c", PREFLIGHT], env=preflight_env).returncode:
         sys.exit("sanitize_run: the interpreter's xentc is not the sanitizer build")
-    status = subprocess.run([opts.python, *args], env=env).returncode
+    if "pytest" in args and not any(a.startswith(("--capture", "-s")) for a in args):
+        # pytest's default capture swallows what C code writes to file descriptor 2, and a
+        # report printed there is lost when the sanitizer then ends the process
+        args = [*args, "--capture=sys"]
+    # UBSan (as built into gcc's libubsan next to ASan) ignores log_path and reports on stderr:
+    # stderr passes through here and is scanned.
+    proc = subprocess.Popen([opts.python, *args], env=env, stderr=subprocess.PIPE)
+    stderr_reports = 0
+    for raw in proc.stderr:
+        line = raw.decode(errors="replace")
+        sys.stderr.write(line)
+        if any(marker in line for marker in MARKERS):
+            stderr_reports += 1
+    status = proc.wait()
     reports = sorted(os.path.join(log_dir, f) for f in os.listdir(log_dir)
                      if f.startswith(("asan.", "ubsan.")))
     for path in reports:
         with open(path, errors="replace") as f:
             print(f"\n===== {path}\n{f.read()}", file=sys.stderr)
-    if reports:
-        print(f"sanitize_run: FAILED: {len(reports)} sanitizer report(s) in {log_dir}",
-              file=sys.stderr)
+    if reports or stderr_reports:
+        print(f"sanitize_run: FAILED: {len(reports)} sanitizer report file(s) in {log_dir}, "
+              f"{stderr_reports} report(s) on stderr", file=sys.stderr)
         return status or 1
     print(f"sanitize_run: no sanitizer report (command exit status {status})")
     if not opts.log_dir:

@@ -62,7 +62,9 @@ def _kernel_ready(a):
     if (a.dtype.isnative and a.flags.aligned
             and all(s % a.itemsize == 0 for s in a.strides)):
         return a
-    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+    # np.array copies always; np.ascontiguousarray would hand back a misaligned array that is
+    # already C-contiguous as it is (UBSan's misaligned loads in the kernels, found by fuzzing).
+    return np.array(a, dtype=a.dtype.newbyteorder("="), order="C")
 
 
 def as_matrix(a):
@@ -90,7 +92,7 @@ def _rows_vector(a, dtype):
     flat = np.asarray(a, dtype=dtype)
     if flat.ndim == 1 and flat.dtype.isnative and flat.flags.aligned:
         return flat
-    return np.ascontiguousarray(flat.reshape(-1))
+    return np.array(flat, dtype=dtype, order="C").reshape(-1)  # a copy: aligned (_kernel_ready)
 
 
 def check_float_array(x, name):
@@ -166,6 +168,8 @@ def _check_weights(weight, sample_weight, arr, lead_shape):
                 f"weight must be 1-D with one entry per class ({arr.shape[-1]}); "
                 f"got shape {w.shape}")
         class_weight = np.ascontiguousarray(w, dtype=arr.dtype)
+        if not class_weight.flags.aligned:  # contiguous already, so not copied: copy (above)
+            class_weight = class_weight.copy()
     rows_weight = None
     if sample_weight is not None:
         s = np.asarray(sample_weight)
