@@ -6,7 +6,7 @@ Environment switches (read at build time):
                           (CI sets it, so a broken OpenMP probe cannot pass unnoticed)
   XENTC_SANITIZE=1        a debugging build under AddressSanitizer and UndefinedBehaviorSanitizer
                           (gcc or clang): -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1
-                          on every C file and at link time. Import it only with the ASan runtime
+                          -fno-wrapv on every C file, -fsanitize=... at link time. Import it only with the ASan runtime
                           preloaded: tools/sanitize_run.py does that (README, "Hardening").
 The probes below also read CFLAGS, CPPFLAGS and LDFLAGS (and ARCHFLAGS on macOS), as the build
 itself does: that is how a libomp outside the compiler's search path is found (README, "Install").
@@ -143,8 +143,10 @@ def sanitize_flags():
         raise RuntimeError("xentc: XENTC_SANITIZE=1 needs gcc or clang (-fsanitize)")
     sanitizers = "-fsanitize=address,undefined"
     # -O1 after the -O3 of base_flags (the last -O wins): fast enough for the whole test suite,
-    # and the reports' line numbers still match the source.
-    return [sanitizers, "-fno-omit-frame-pointer", "-g", "-O1"], [sanitizers]
+    # and the reports' line numbers still match the source. -fno-wrapv undoes the -fwrapv of
+    # Python's own CFLAGS, under which signed overflow is defined and UBSan never reports it:
+    # an index computation that overflows int64 (or a narrowing int) must show.
+    return [sanitizers, "-fno-omit-frame-pointer", "-g", "-O1", "-fno-wrapv"], [sanitizers]
 
 
 SANITIZE_COMPILE, SANITIZE_LINK = sanitize_flags()
