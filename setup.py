@@ -5,9 +5,10 @@ Environment switches (read at build time):
   XENTC_FAIL_NO_OPENMP=1  fail, instead of warning and building serially, when OpenMP is missing
                           (CI sets it, so a broken OpenMP probe cannot pass unnoticed)
   XENTC_SANITIZE=1        a debugging build under AddressSanitizer and UndefinedBehaviorSanitizer
-                          (gcc or clang): -fsanitize=address,undefined -fno-omit-frame-pointer -g -O1
-                          -fno-wrapv on every C file, -fsanitize=... at link time. Import it only with the ASan runtime
-                          preloaded: tools/sanitize_run.py does that (README, "Hardening").
+                          (gcc or clang): every C file with -fsanitize=address,undefined
+                          -fno-omit-frame-pointer -g -O1 -fno-wrapv, linked with -fsanitize=...
+                          It imports only with the ASan runtime preloaded: tools/sanitize_run.py
+                          does that (README, "Hardening").
 The probes below also read CFLAGS, CPPFLAGS and LDFLAGS (and ARCHFLAGS on macOS), as the build
 itself does: that is how a libomp outside the compiler's search path is found (README, "Install").
 The build never uses -march=native: the wheel must run on every CPU of its platform. Instead the

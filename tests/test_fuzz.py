@@ -18,11 +18,16 @@ is valid. Then:
 Budget: XENTC_FUZZ_SECONDS (default 3) or XENTC_FUZZ_CASES (a number of cases; wins when set).
 Cases are reproducible: case k of seed s draws from np.random.default_rng([s, k]); the seed is
 XENTC_FUZZ_SEED (default: 0). A failure names the seed and case: rerun that one alone with
-XENTC_FUZZ_SEED=s XENTC_FUZZ_CASE=k. XENTC_FUZZ_TRACE=<file> writes each case's description to that file before
-its call, so that after a crash (no Python traceback) the file names the case. A longer run that
-prints its count of cases:
+XENTC_FUZZ_SEED=s XENTC_FUZZ_CASE=k. XENTC_FUZZ_TRACE=<file> writes each case's description to
+that file before its call, so that after a crash (no Python traceback) the file names the case.
+A longer run that prints its count of cases (`make fuzz FUZZ_SECONDS=600`):
     python tests/test_fuzz.py --seconds 600 [--seed 1]
 (from outside the checkout, against the installed xentc; README, "Hardening").
+
+What the oracle leaves open: values the spec leaves undefined are not drawn (NaN or infinite
+class weights and probability targets, negative probabilities); only their neighbours are
+(zero weights, probabilities not summing to 1, NaN / inf / huge logits, inf sample weights are
+not drawn either: a row of loss 0 times inf is NaN, which neither the spec nor torch settles).
 """
 
 import math
