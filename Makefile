@@ -22,8 +22,8 @@ test:  ## install xentc and its test extras, then run the test suite against the
 	$(PYTHON) -m pip install ".[test]"
 	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/tests"
 
-test-slow: build  ## the slow tests only: arrays past 2**31 elements (~9 GB of memory)
-	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" -m slow "$(CURDIR)/tests"
+test-slow: build  ## the slow tests only: arrays past 2**31 elements (~10 GB of memory); prints timings
+	$(OUTSIDE) $(PYTHON) -m pytest -s -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" -m slow "$(CURDIR)/tests"
 
 sanitize-build:  ## build xentc with ASan+UBSan (XENTC_SANITIZE=1) into $(SANITIZE_VENV)
 	bash tools/sanitize_build.sh "$(SANITIZE_VENV)" $(PYTHON)

@@ -44,9 +44,10 @@ def _inputs():
     return {
         "logits": logits,
         "logits32": np.ascontiguousarray(logits, dtype=np.float32),
-        "threaded": rng.standard_normal((16, 4096)).astype(np.float32),  # parallel blocks
-        "threaded_target": rng.integers(0, 4096, 16),
-        "long_row": rng.standard_normal((1, 40000)).astype(np.float32),  # split across threads
+        # the smallest sizes that take the parallel paths (32768 logits: XC_PARALLEL_MIN_ELEMS)
+        "threaded": rng.standard_normal((8, 4096)).astype(np.float32),  # parallel row blocks
+        "threaded_target": rng.integers(0, 4096, 8),
+        "long_row": rng.standard_normal((1, 33000)).astype(np.float32),  # split across threads
         "long_target": np.array([123]),
         "target": target,
         "bad_target": target + 5000,
@@ -57,7 +58,7 @@ def _inputs():
         "grad_output": rng.uniform(-1, 1, 8),
         "out": np.empty((8, 1000)),
         "out32": rng.standard_normal((8, 1000)).astype(np.float32),  # logits, overwritten
-        "threaded_out": np.empty((16, 4096), dtype=np.float32),
+        "threaded_out": np.empty((8, 4096), dtype=np.float32),
         "int_logits": np.ones((8, 1000), dtype=np.int32),
         "x3d": rng.standard_normal((4, 50, 6)),
     }
