@@ -168,7 +168,7 @@ def _check_weights(weight, sample_weight, arr, lead_shape):
                 f"weight must be 1-D with one entry per class ({arr.shape[-1]}); "
                 f"got shape {w.shape}")
         class_weight = np.ascontiguousarray(w, dtype=arr.dtype)
-        if not class_weight.flags.aligned:  # contiguous already, so not copied: copy (above)
+        if not class_weight.flags.aligned:  # returned uncopied when contiguous: see _kernel_ready
             class_weight = class_weight.copy()
     rows_weight = None
     if sample_weight is not None:
