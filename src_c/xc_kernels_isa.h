@@ -23,9 +23,11 @@
 #define XC_EXP xc_expf
 #define XC_EXP_NONPOS xc_expf_nonpos
 #include "xc_kernels.inc"
+#include "xc_kernels_undef.h"
 
 #define XC_REAL double
 #define XC_SUFFIX XC_ISA_CAT(f64, XC_ISA)
 #define XC_EXP xc_exp
 #define XC_EXP_NONPOS xc_exp_nonpos
 #include "xc_kernels.inc"
+#include "xc_kernels_undef.h"
