@@ -1,6 +1,7 @@
 """xentc._dask_shards.cross_entropy_blocks (dask arrays chunked along the classes) against the
 core API on the same data: class chunks, class + row chunks, every option; bitwise the same on
-the synchronous and threaded schedulers; no task reads more than one block of logits."""
+the synchronous, threaded and process schedulers; no task reads more than one block of logits.
+The 2-worker dask.distributed LocalCluster runs are xentc.dask's tests (tests/test_dask.py)."""
 
 import math
 import threading
@@ -135,6 +136,18 @@ def test_bitwise_identical_across_schedulers(rng):
         threaded = dask.compute(*results, scheduler="threads", num_workers=workers)
         for a, b in zip(sync, threaded):
             np.testing.assert_array_equal(a, b)
+
+
+def test_bitwise_identical_in_worker_processes(rng):
+    # tasks and their results (ShardStats, ShardTotals) travel between processes pickled
+    logits, target = make_problem("prob", np.float64, rng, shape=(20, 90))
+    darr = da.from_array(logits, chunks=(10, 30))
+    results = cross_entropy_blocks(darr, target, with_grad=True, return_lse=True,
+                                   reduction="mean", label_smoothing=0.1)
+    sync = dask.compute(*results, scheduler="synchronous")
+    spawned = dask.compute(*results, scheduler="processes", num_workers=2)
+    for a, b in zip(sync, spawned):
+        np.testing.assert_array_equal(a, b)
 
 
 class CountingArray:

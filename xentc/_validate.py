@@ -344,7 +344,10 @@ class ShardPlan(NamedTuple):
 
 
 def _check_shard_target(target, arr, lead_shape, n_classes, ignore_index):
-    """As _check_target, except that index targets are GLOBAL: in [0, n_classes), not [0, B)."""
+    """(int64 index targets or None, probability Matrix or None), as for the whole array,
+    except that index targets are GLOBAL: in [0, n_classes), not [0, B). (This section uses no
+    helper of the core checks but the basic ones above, so that it stands beside their
+    changes.)"""
     t = target if isinstance(target, np.ndarray) else np.asarray(target)
     if t.dtype.kind in "iu":
         if t.shape != lead_shape:
@@ -359,7 +362,35 @@ def _check_shard_target(target, arr, lead_shape, n_classes, ignore_index):
                     f"target must hold class indices in [0, {n_classes}) or ignore_index="
                     f"{ignore_index}; found {int(t[bad].flat[0])}")
         return _rows_vector(t, np.int64), None
-    return _check_target(t, arr, lead_shape, ignore_index)
+    if t.dtype.kind == "f":
+        if t.itemsize not in (4, 8):
+            raise TypeError(
+                f"target probabilities must be float32 or float64; got dtype {t.dtype}")
+        if t.shape != arr.shape:
+            raise ValueError(
+                f"target must have shape logits_block.shape = {arr.shape} for the block's "
+                f"probabilities (or {lead_shape} for class indices); got {t.shape}")
+        return None, as_matrix(_kernel_ready(t))
+    raise TypeError(
+        f"target must be an integer (class indices) or floating (probabilities) array; "
+        f"got dtype {t.dtype}")
+
+
+def _shard_sample_weight(sample_weight, lead_shape):
+    """sample_weight as a float64 vector of the rows, every value >= 0."""
+    if sample_weight is None:
+        return None
+    s = np.asarray(sample_weight)
+    if s.dtype.kind != "f":
+        raise TypeError(f"sample_weight must be a floating array; got dtype {s.dtype}")
+    if s.shape != lead_shape:
+        raise ValueError(
+            f"sample_weight must have the rows' shape {lead_shape}; got {s.shape}")
+    rows_weight = _rows_vector(s, np.float64)
+    bad = ~(rows_weight >= 0)  # NaN fails too
+    if bad.any():
+        raise ValueError(f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
+    return rows_weight
 
 
 def _check_shard_weight(weight, arr, class_offset, n_classes):
@@ -446,8 +477,7 @@ def plan_combine(stats, sample_weight, reduction, z_loss):
     z_loss = _real_scalar(z_loss, "z_loss")
     if not (math.isfinite(z_loss) and z_loss >= 0.0):
         raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
-    _, rows_weight = _check_weights(None, sample_weight, None, first.lead_shape)
-    return shards, rows_weight, reduction, z_loss
+    return shards, _shard_sample_weight(sample_weight, first.lead_shape), reduction, z_loss
 
 
 def plan_shard_grad(logits_block, target, totals, class_offset, weight, grad_output, out,
