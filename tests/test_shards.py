@@ -313,6 +313,24 @@ def test_stats_describe_the_block(rng):
     np.testing.assert_allclose(stats.sumexp, e.sum(axis=1), rtol=1e-13)
 
 
+def test_block_weights_equal_sliced_full_weights(rng):
+    # weight may hold all C class weights or just the block's: the same statistics and gradient
+    logits = rng.normal(size=(5, 12))
+    target = rng.integers(0, 12, 5)
+    w = rng.uniform(0.5, 2.0, 12)
+    full = [xentc.shard_stats(logits[:, o:o + 6], target, class_offset=o, n_classes=12,
+                              weight=w, label_smoothing=0.1) for o in (0, 6)]
+    own = [xentc.shard_stats(logits[:, o:o + 6], target, class_offset=o, n_classes=12,
+                             weight=w[o:o + 6], label_smoothing=0.1) for o in (0, 6)]
+    for a, b in zip(full, own):
+        for name in ("max", "sumexp", "pivot", "pivot_weight", "weight_sum", "gap"):
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    totals = xentc.combine_shards(full)
+    np.testing.assert_array_equal(
+        xentc.shard_grad(logits[:, 6:], target, totals, class_offset=6, weight=w),
+        xentc.shard_grad(logits[:, 6:], target, totals, class_offset=6, weight=w[6:]))
+
+
 # ---- errors ----------------------------------------------------------------------------------
 
 

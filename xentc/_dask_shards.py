@@ -110,7 +110,8 @@ def cross_entropy_blocks(logits, target, *, with_grad=False, return_lse=False, w
 
     logits: dask array of shape (..., C), any chunks (rows too). target: class indices of
     shape logits.shape[:-1] or probabilities of logits' shape, dask or NumPy (rechunked to the
-    logits' blocks). weight: None or (C,) (sliced per block of classes); sample_weight and, for
+    logits' blocks). weight: None or (C,), sliced per block of classes into the tasks (a dask
+    weight is computed when the graph is built: C values); sample_weight and, for
     'none', grad_output: arrays of shape logits.shape[:-1]. The other options are the core
     API's. Returns as xentc.cross_entropy / cross_entropy_with_grad do, lazily: loss ('none':
     rows in the logits' dtype; 'mean'/'sum': a 0-d float64 array), then lse if return_lse, then
