@@ -123,7 +123,7 @@ def cross_entropy_blocks(logits, target, *, with_grad=False, return_lse=False, w
     n_classes = logits.shape[-1]
     lead_chunks = logits.chunks[:-1]
     class_chunks = logits.chunks[-1]
-    offsets = np.cumsum((0,) + class_chunks)[:-1].tolist()
+    offsets = np.cumsum((0, *class_chunks))[:-1].tolist()
     rows = list(itertools.product(*(range(len(c)) for c in lead_chunks)))
     classes = range(len(class_chunks))
     prob = np.dtype(target.dtype).kind == "f"
