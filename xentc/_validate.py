@@ -321,3 +321,183 @@ def plan_rows(x, axis):
         raise np.exceptions.AxisError(axis, arr.ndim)
     axis %= arr.ndim
     return arr, np.moveaxis(_kernel_ready(arr), axis, -1), axis
+
+
+# ---- vocabulary shards (xentc/_shards.py) ----------------------------------------------------
+# A shard is one block of classes, [class_offset, class_offset + B) of n_classes, of every row.
+
+
+class ShardPlan(NamedTuple):
+    logits: Matrix                    # the block: n_rows x B
+    n_rows: int
+    n_block: int                      # B
+    lead_shape: tuple
+    dtype: np.dtype
+    class_offset: int
+    n_classes: int                    # all classes, over every shard
+    target_index: np.ndarray | None   # (n_rows,) int64 GLOBAL class indices
+    ignore_index: int
+    target_prob: Matrix | None        # the block's probabilities
+    class_weight: np.ndarray | None   # (B,) contiguous, logits' dtype: the block's weights
+    label_smoothing: float
+    n_threads: int
+
+
+def _check_shard_target(target, arr, lead_shape, n_classes, ignore_index):
+    """(int64 index targets or None, probability Matrix or None), as for the whole array,
+    except that index targets are GLOBAL: in [0, n_classes), not [0, B). (This section uses no
+    helper of the core checks but the basic ones above, so that it stands beside their
+    changes.)"""
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind in "iu":
+        if t.shape != lead_shape:
+            raise ValueError(
+                f"target must have shape logits_block.shape[:-1] = {lead_shape} for class "
+                f"indices (or logits_block.shape = {arr.shape} for the block's probabilities); "
+                f"got {t.shape}")
+        if t.size and (t.min() < 0 or t.max() >= n_classes):
+            bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+            if bad.any():
+                raise ValueError(
+                    f"target must hold class indices in [0, {n_classes}) or ignore_index="
+                    f"{ignore_index}; found {int(t[bad].flat[0])}")
+        return _rows_vector(t, np.int64), None
+    if t.dtype.kind == "f":
+        if t.itemsize not in (4, 8):
+            raise TypeError(
+                f"target probabilities must be float32 or float64; got dtype {t.dtype}")
+        if t.shape != arr.shape:
+            raise ValueError(
+                f"target must have shape logits_block.shape = {arr.shape} for the block's "
+                f"probabilities (or {lead_shape} for class indices); got {t.shape}")
+        return None, as_matrix(_kernel_ready(t))
+    raise TypeError(
+        f"target must be an integer (class indices) or floating (probabilities) array; "
+        f"got dtype {t.dtype}")
+
+
+def _shard_sample_weight(sample_weight, lead_shape):
+    """sample_weight as a float64 vector of the rows, every value >= 0."""
+    if sample_weight is None:
+        return None
+    s = np.asarray(sample_weight)
+    if s.dtype.kind != "f":
+        raise TypeError(f"sample_weight must be a floating array; got dtype {s.dtype}")
+    if s.shape != lead_shape:
+        raise ValueError(
+            f"sample_weight must have the rows' shape {lead_shape}; got {s.shape}")
+    rows_weight = _rows_vector(s, np.float64)
+    bad = ~(rows_weight >= 0)  # NaN fails too
+    if bad.any():
+        raise ValueError(f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
+    return rows_weight
+
+
+def _check_shard_weight(weight, arr, class_offset, n_classes):
+    """The block's class weights (B,), contiguous in the logits' dtype: `weight` holds either
+    all n_classes weights (the block's are sliced out) or the block's B."""
+    if weight is None:
+        return None
+    w = np.asarray(weight)
+    if w.dtype.kind != "f":
+        raise TypeError(f"weight must be a floating array; got dtype {w.dtype}")
+    n_block = arr.shape[-1]
+    if w.shape == (n_classes,):
+        w = w[class_offset:class_offset + n_block]
+    elif w.shape != (n_block,):
+        raise ValueError(
+            f"weight must be 1-D with one entry per class ({n_classes}) or per class of the "
+            f"block ({n_block}); got shape {w.shape}")
+    return np.ascontiguousarray(w, dtype=arr.dtype)
+
+
+def plan_shard(logits_block, target, class_offset, n_classes, weight, ignore_index,
+               label_smoothing, n_threads):
+    arr = check_float_array(logits_block, "logits_block")
+    if arr.ndim == 0 or arr.shape[-1] == 0:
+        raise ValueError(
+            f"logits_block must have at least one axis and one class (last); got shape "
+            f"{arr.shape}")
+    lead_shape = arr.shape[:-1]
+    class_offset = check_int(class_offset, "class_offset")
+    n_classes = check_int(n_classes, "n_classes")
+    if class_offset < 0 or class_offset + arr.shape[-1] > n_classes:
+        raise ValueError(
+            f"class_offset must place the block's {arr.shape[-1]} classes inside [0, n_classes="
+            f"{n_classes}); got class_offset={class_offset}")
+    ignore_index = check_ignore_index(ignore_index)
+    label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
+    n_threads = check_n_threads(n_threads)
+    kernel_arr = _kernel_ready(arr)
+    class_weight = _check_shard_weight(weight, kernel_arr, class_offset, n_classes)
+    target_index, target_prob = _check_shard_target(target, kernel_arr, lead_shape, n_classes,
+                                                    ignore_index)
+    return ShardPlan(
+        logits=as_matrix(kernel_arr), n_rows=math.prod(lead_shape), n_block=arr.shape[-1],
+        lead_shape=lead_shape, dtype=kernel_arr.dtype, class_offset=class_offset,
+        n_classes=n_classes, target_index=target_index, ignore_index=ignore_index,
+        target_prob=target_prob, class_weight=class_weight, label_smoothing=label_smoothing,
+        n_threads=n_threads)
+
+
+def plan_combine(stats, sample_weight, reduction, z_loss):
+    """(the shards in class order, float64 sample weights or None, reduction, z_loss). The
+    shards must come from one set of rows and options and cover every class exactly once."""
+    one = isinstance(stats, tuple) and hasattr(stats, "class_offset")  # a lone ShardStats
+    shards = [stats] if one else list(stats)
+    if not shards:
+        raise ValueError("stats must hold at least one shard's statistics; got none")
+    for s in shards:
+        if not (isinstance(s, tuple) and hasattr(s, "class_offset") and hasattr(s, "max")):
+            raise TypeError(
+                f"stats must hold ShardStats (from shard_stats); got {type(s).__name__}")
+    shards.sort(key=lambda s: s.class_offset)
+    first = shards[0]
+    for name in ("n_classes", "lead_shape", "dtype", "kind", "label_smoothing", "ignore_index"):
+        values = {repr(getattr(s, name)) for s in shards}
+        if len(values) > 1:
+            raise ValueError(f"stats must all share {name}; got {sorted(values)}")
+    start = 0
+    for s in shards:
+        if s.class_offset != start:
+            raise ValueError(
+                f"stats must cover classes [0, {first.n_classes}) once each, in blocks; "
+                f"{'a gap' if s.class_offset > start else 'an overlap'} at class "
+                f"{min(start, s.class_offset)}")
+        start += s.n_block
+    if start != first.n_classes:
+        raise ValueError(
+            f"stats must cover classes [0, {first.n_classes}) once each; they end at {start}")
+    for s in shards[1:]:
+        if not np.array_equal(s.counted, first.counted):
+            raise ValueError("stats must come from the same targets; the ignored rows differ")
+    reduction = check_reduction(reduction)
+    z_loss = _real_scalar(z_loss, "z_loss")
+    if not (math.isfinite(z_loss) and z_loss >= 0.0):
+        raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
+    return shards, _shard_sample_weight(sample_weight, first.lead_shape), reduction, z_loss
+
+
+def plan_shard_grad(logits_block, target, totals, class_offset, weight, grad_output, out,
+                    n_threads):
+    """(ShardPlan of the block, scalar scale, per-row scales or None, the gradient array)."""
+    if not (isinstance(totals, tuple) and hasattr(totals, "p_coef")):
+        raise TypeError(f"totals must be ShardTotals (from combine_shards); got "
+                        f"{type(totals).__name__}")
+    plan = plan_shard(logits_block, target, class_offset, totals.n_classes, weight,
+                      totals.ignore_index, totals.label_smoothing, n_threads)
+    if plan.lead_shape != totals.lead_shape or plan.dtype != totals.dtype:
+        raise ValueError(
+            f"logits_block must have the rows and dtype of the combined shards "
+            f"({totals.lead_shape}, {totals.dtype}); got {plan.lead_shape}, {plan.dtype}")
+    kind = "index" if plan.target_index is not None else "prob"
+    if kind != totals.kind:
+        raise ValueError(
+            f"target must be of the kind the shards were combined with ({totals.kind}); "
+            f"got {kind}")
+    scale, row_scale = check_grad_output(grad_output, totals.reduction, totals.lead_shape)
+    grad = check_out(out, logits_block, plan.dtype, {
+        "target": target, "weight": weight, "grad_output": grad_output})
+    return plan, scale, row_scale, grad
