@@ -12,6 +12,8 @@ values.
 
 import importlib.util
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -153,6 +155,12 @@ def test_matches_core_api(layout_id, shape, row_chunks, opt_id, kind, spec, redu
                     "grad, " + msg)
         if opt_id == "all-ignored":
             assert not got[2].any(), msg
+
+
+def test_dask_is_imported_by_xentc_dask_only():
+    code = ("import sys, xentc; assert 'dask' not in sys.modules, 'import xentc imported dask'; "
+            "import xentc.dask; assert 'dask.array' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_numpy_inputs_mixed_in(rng):
