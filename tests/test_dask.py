@@ -28,15 +28,31 @@ from test_errors import COMMON, GRAD_OUTPUT
 import xentc
 import xentc.dask as xd
 
-# (id, logits shape, row chunks). Chunks cover the leading axes; the classes stay in one block.
+HAVE_SHARDS = importlib.util.find_spec("xentc._dask_shards") is not None
+NEEDS_SHARDS = pytest.mark.skipif(
+    not HAVE_SHARDS, reason="class-chunked logits need xentc._dask_shards, not in this build")
+
+# (id, logits shape, row chunks, class chunk). Row chunks cover the leading axes; a class chunk
+# of -1 keeps each row's classes in one block, any other splits them (vocabulary shards, handed
+# to xentc._dask_shards).
 LAYOUTS = [
-    ("rows-even", (64, 37), (16,)),
-    ("one-row-blocks", (7, 300), (1,)),
-    ("uneven", (50, 130), ((5, 20, 1, 24),)),
-    ("bsv-3d", (4, 9, 50), ((1, 3), (4, 5))),
+    ("rows-even", (64, 37), (16,), -1),
+    ("one-row-blocks", (7, 300), (1,), -1),
+    ("uneven", (50, 130), ((5, 20, 1, 24),), -1),
+    ("bsv-3d", (4, 9, 50), ((1, 3), (4, 5)), -1),
+]
+CLASS_LAYOUTS = [
+    ("class-chunks", (24, 40), (24,), 13),
+    ("rows-and-classes-3d", (4, 6, 30), ((1, 3), (4, 2)), 7),
 ]
 # 29 blocks: the tree over blocks has two levels (16 blocks a node).
-MANY_BLOCKS = ("many-blocks", (200, 9), (7,))
+MANY_BLOCKS = ("many-blocks", (200, 9), (7,), -1)
+
+
+def _layout_params():
+    return [pytest.param(*lay, id=lay[0]) for lay in LAYOUTS] + [
+        pytest.param(*lay, id=lay[0], marks=NEEDS_SHARDS) for lay in CLASS_LAYOUTS]
+
 
 # (id, target kind, options). "ignore_block" ignores every row of the first block.
 OPTIONS = [
@@ -78,10 +94,11 @@ def _data(rng, shape, dtype, kind, spec, row_chunks=None):
     return logits, target, kw
 
 
-def _chunked(logits, target, kw, row_chunks, grad_output=None):
-    """Dask versions of the inputs: logits chunked by rows, target as a dask array of the same
-    blocks, sample_weight left as NumPy (xentc.dask rechunks it), weight as a dask array."""
-    chunks = (*row_chunks, -1)
+def _chunked(logits, target, kw, row_chunks, grad_output=None, class_chunk=-1):
+    """Dask versions of the inputs: logits chunked by rows (and classes), target as a dask array
+    of the same blocks, sample_weight left as NumPy (xentc.dask rechunks it), weight as a dask
+    array."""
+    chunks = (*row_chunks, class_chunk)
     dl = da.from_array(logits, chunks=chunks)
     dt = da.from_array(target, chunks=chunks if target.ndim == logits.ndim else row_chunks)
     dkw = dict(kw)
@@ -116,14 +133,15 @@ def _close_grad(got, want, logits, target, kw, grad_output, lse, dtype, msg):
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("opt_id, kind, spec", OPTIONS, ids=[o[0] for o in OPTIONS])
-@pytest.mark.parametrize("layout_id, shape, row_chunks", LAYOUTS, ids=[lay[0] for lay in LAYOUTS])
-def test_matches_core_api(layout_id, shape, row_chunks, opt_id, kind, spec, reduction, rng):
+@pytest.mark.parametrize("layout_id, shape, row_chunks, class_chunk", _layout_params())
+def test_matches_core_api(layout_id, shape, row_chunks, class_chunk, opt_id, kind, spec,
+                          reduction, rng):
     dtype = np.float32 if layout_id != "uneven" else np.float64
     logits, target, kw = _data(rng, shape, dtype, kind, spec, row_chunks)
     kw["reduction"] = reduction
 
     want_loss, want_lse = xentc.cross_entropy(logits, target, return_lse=True, **kw)
-    dl, dt, dkw = _chunked(logits, target, kw, row_chunks)
+    dl, dt, dkw = _chunked(logits, target, kw, row_chunks, class_chunk=class_chunk)
     loss, lse = xd.cross_entropy(dl, dt, return_lse=True, **dkw)
     assert isinstance(loss, da.Array) and isinstance(lse, da.Array)
     assert lse.chunks == dl.chunks[:-1] and lse.dtype == dtype
@@ -142,7 +160,7 @@ def test_matches_core_api(layout_id, shape, row_chunks, opt_id, kind, spec, redu
 
     for grad_output in _grad_outputs(reduction, shape[:-1], rng):
         want = xentc.cross_entropy_with_grad(logits, target, grad_output=grad_output, **kw)
-        dl, dt, dkw = _chunked(logits, target, kw, row_chunks, grad_output)
+        dl, dt, dkw = _chunked(logits, target, kw, row_chunks, grad_output, class_chunk)
         loss, lse, grad = xd.cross_entropy_with_grad(dl, dt, return_lse=True, **dkw)
         assert grad.chunks == dl.chunks and grad.dtype == dtype
         got = da.compute(loss, lse, grad, scheduler="threads")
@@ -257,19 +275,25 @@ OTHER_SCHEDULERS = [
     ("many-blocks", "probs-weight-sample_weight", "mean"),
     ("rows-even", "all-ignored", "mean"),
 ]
+if HAVE_SHARDS:
+    OTHER_SCHEDULERS += [
+        ("class-chunks", "weight-ignored-block-smoothing", "mean"),
+        ("rows-and-classes-3d", "probs-weight-sample_weight", "none"),
+        ("rows-and-classes-3d", "sample_weight-zloss-custom-ignore", "sum"),
+    ]
 
 
 def _graphs(rng):
     """(id, lazy loss + lse + grad) for each case of OTHER_SCHEDULERS."""
-    layouts = {lay[0]: lay for lay in [*LAYOUTS, MANY_BLOCKS]}
+    layouts = {lay[0]: lay for lay in [*LAYOUTS, *CLASS_LAYOUTS, MANY_BLOCKS]}
     options = {opt[0]: opt for opt in OPTIONS}
     out = []
     for layout_id, opt_id, reduction in OTHER_SCHEDULERS:
-        _, shape, row_chunks = layouts[layout_id]
+        _, shape, row_chunks, class_chunk = layouts[layout_id]
         _, kind, spec = options[opt_id]
         logits, target, kw = _data(rng, shape, np.float32, kind, spec, row_chunks)
         go = rng.uniform(-1, 1, shape[:-1]) if reduction == "none" else 0.75
-        dl, dt, dkw = _chunked(logits, target, kw, row_chunks, go)
+        dl, dt, dkw = _chunked(logits, target, kw, row_chunks, go, class_chunk)
         lazy = xd.cross_entropy_with_grad(dl, dt, reduction=reduction, return_lse=True, **dkw)
         out.append((f"{layout_id}/{opt_id}/{reduction}", lazy))
     return out
@@ -418,9 +442,8 @@ def test_unknown_chunk_sizes():
         xd.cross_entropy(x, np.zeros(6, np.int64))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("xentc._dask_shards") is not None,
-                    reason="this build has xentc._dask_shards (class-chunked logits are tested "
-                           "in tests/test_dask_shards.py)")
+@pytest.mark.skipif(HAVE_SHARDS, reason="this build has xentc._dask_shards (class-chunked "
+                                         "logits are tested above)")
 def test_class_chunks_without_shards_module():
     x = da.zeros((4, 10), chunks=(2, 5))
     with pytest.raises(NotImplementedError, match="class axis"):
