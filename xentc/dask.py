@@ -112,18 +112,17 @@ class _Checked:
 # ---- what one block runs -----------------------------------------------------------------------
 
 
-def _block_denominator(target, weight, sample_weight, *, kind, n_rows, n_classes, ignore_index,
+def _block_denominator(target, weight, sample_weight, *, kind, n_classes, ignore_index,
                        logits_dtype, lead_ndim):
     """This block's share of the 'mean' denominator, as a (1, ..., 1) array. The values of the
-    targets and sample weights are checked here, as the core API checks them."""
+    targets and sample weights are checked here, as the core API checks them. (Probability
+    targets come here only with sample weights, which alone make their denominator.)"""
     s = None if sample_weight is None else sample_weight_vector(sample_weight)
     t = w = None
     if kind == "index":
-        n_rows = target.size
         t = index_target_vector(target, n_classes, ignore_index)
         w = None if weight is None else class_weight_vector(weight, logits_dtype)
-    elif s is not None:
-        n_rows = s.size
+    n_rows = (t if t is not None else s).size
     share = rows_denominator(t, ignore_index, w, s, n_rows)
     return np.full((1,) * lead_ndim, share)
 
@@ -196,7 +195,7 @@ def _denominator(c, lead, lead_chunks, target, weight, sample_weight):
         sample_weight, None if sample_weight is None else lead,
         adjust_chunks=one_per_block, concatenate=True, dtype=np.float64,
         meta=np.empty((0,) * len(lead), np.float64), token="xentc-denominator",
-        kind=c.kind, n_rows=None, n_classes=c.n_classes, ignore_index=c.options.ignore_index,
+        kind=c.kind, n_classes=c.n_classes, ignore_index=c.options.ignore_index,
         logits_dtype=c.dtype, lead_ndim=len(lead))
     return _tree_sum(parts)
 
@@ -279,20 +278,17 @@ def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, labe
 
 
 def _one_row(c, options, return_lse, with_grad):
-    def as_rows(x, name):
+    def as_rows(x):
         if x is None:
             return None
         return x[None] if isinstance(x, da.Array) else np.asarray(x)[None]
 
-    logits = as_rows(c.logits, "logits")
-    target = as_rows(c.target, "target")
-    sample_weight = as_rows(c.sample_weight, "sample_weight")
-    grad_output = c.grad_output
-    if c.grad_kind == "rows":
-        grad_output = as_rows(grad_output, "grad_output")
+    logits, target = as_rows(c.logits), as_rows(c.target)
+    sample_weight = as_rows(c.sample_weight)
+    # grad_output of a single row is a scalar (the row's shape is ()); it stays one.
     kwargs = dict(options, weight=c.weight, sample_weight=sample_weight, return_lse=return_lse)
     if with_grad:
-        kwargs["grad_output"] = grad_output
+        kwargs["grad_output"] = c.grad_output
     result = _run(logits, target, with_grad=with_grad, **kwargs)
     result = list(result) if isinstance(result, tuple) else [result]
     if c.options.reduction == "none":
