@@ -149,12 +149,20 @@ def _block_xent(logits, target, weight, sample_weight, grad_output, denominator,
     return dict(zip(names, result))
 
 
+def _one_block(result):
+    # Picking a row result contracts the class axis of the block layer: dask hands over the
+    # blocks along it as a list (of one: the classes are one chunk here).
+    if isinstance(result, list):
+        (result,) = result
+    return result
+
+
 def _pick(result, key):
-    return result[key]
+    return _one_block(result)[key]
 
 
 def _pick_sum(result, lead_ndim):
-    return np.full((1,) * lead_ndim, result["loss"], dtype=np.float64)
+    return np.full((1,) * lead_ndim, _one_block(result)["loss"], dtype=np.float64)
 
 
 def _fsum(x, axis=None, keepdims=False):
@@ -241,37 +249,38 @@ def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, labe
         den_ind = "" if isinstance(denominator, da.Array) else None
 
     # One task per block of rows, holding all of that block's results (a dict); the arrays below
-    # pick from it. Its index is the rows' alone: the class axis, one chunk, is contracted here
-    # (on arrays) rather than when picking (on dicts).
+    # pick from it. It has the logits' index (no axis contracted), so that dask fuses the task
+    # that reads a block of logits (from_npy's, say) into it: one task reads and computes.
     blocks = da.blockwise(
-        _block_xent, lead,
+        _block_xent, full,
         logits, full,
         target, lead if c.kind == "index" else full,
         weight, None if weight is None else _CLASS,
         sample_weight, None if sample_weight is None else lead,
         grad_output, grad_ind,
         denominator, den_ind,
-        concatenate=True, meta=np.empty((0,) * (ndim - 1), dtype=object), token="xentc-blocks",
+        meta=np.empty((0,) * ndim, dtype=object), token="xentc-blocks",
         options=options, return_lse=return_lse, with_grad=with_grad)
 
     rows_meta = np.empty((0,) * (ndim - 1), dtype=c.dtype)
     if c.options.reduction == "none":
-        loss = da.map_blocks(_pick, blocks, "loss", meta=rows_meta, token="xentc-loss")
+        loss = da.blockwise(_pick, lead, blocks, full, "loss", None, concatenate=False,
+                            meta=rows_meta, token="xentc-loss")
     else:
-        one_per_block = tuple((1,) * len(ch) for ch in lead_chunks)
-        parts = da.map_blocks(_pick_sum, blocks, ndim - 1, chunks=one_per_block, dtype=np.float64,
-                              meta=np.empty((0,) * (ndim - 1), np.float64),
-                              token="xentc-block-sums")
+        parts = da.blockwise(_pick_sum, lead, blocks, full, ndim - 1, None, concatenate=False,
+                             adjust_chunks=dict.fromkeys(lead, 1), dtype=np.float64,
+                             meta=np.empty((0,) * (ndim - 1), np.float64),
+                             token="xentc-block-sums")
         loss = _tree_sum(parts)
         if c.options.reduction == "mean":
             loss = da.map_blocks(_mean, loss, denominator, dtype=np.float64,
                                  meta=np.float64(0.0), token="xentc-mean")
     out = [loss]
     if return_lse:
-        out.append(da.map_blocks(_pick, blocks, "lse", meta=rows_meta, token="xentc-lse"))
+        out.append(da.blockwise(_pick, lead, blocks, full, "lse", None, concatenate=False,
+                                meta=rows_meta, token="xentc-lse"))
     if with_grad:
-        out.append(da.map_blocks(_pick, blocks, "grad", new_axis=ndim - 1,
-                                 chunks=logits.chunks, dtype=c.dtype,
+        out.append(da.map_blocks(_pick, blocks, "grad", dtype=c.dtype,
                                  meta=np.empty((0,) * ndim, dtype=c.dtype),
                                  token="xentc-grad"))
     return out[0] if len(out) == 1 else tuple(out)
