@@ -17,11 +17,12 @@ mode takes the mean loss and writes its gradient into a new .npy file beside it:
   shards   the same with the class axis split in 4 blocks (vocabulary shards); needs
            xentc._dask_shards, otherwise skipped with a note
 
-Reported per mode: wall time (the cluster's start not included), GB/s = (bytes read + bytes
-written) / time = 2 x the logits' size / time, the loss, and the peak memory of each process
-that computed (the single process, or each worker): VmRSS, and its anonymous and file-backed
-parts (RssAnon, RssFile from /proc/PID/status, sampled every 20 ms). File-backed pages are the
-page cache seen through a mapping: they count in RSS but are not the process's own memory.
+Reported per mode: wall time (the cluster's start and the workers' imports not included),
+GB/s = (bytes read + bytes written) / time = 2 x the logits' size / time, the loss, and the peak
+memory of each process that computed (the single process, or each worker): VmRSS, and its
+anonymous and file-backed parts (RssAnon, RssFile from /proc/PID/status, sampled every 20 ms).
+File-backed pages are the page cache seen through a mapping: they count in RSS but are not the
+process's own memory.
 
 The page cache is left as it is: the file was just written, so with enough RAM every mode reads
 it from memory, not from the disk, and the gradient's pages are written back by the kernel
@@ -32,6 +33,7 @@ are I/O- and memory-bound.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import shutil
@@ -147,6 +149,9 @@ def run_dask(logits_path, target, grad_path, chunk_rows, class_chunks, workers, 
         logits = xd.from_npy(logits_path, chunks=(chunk_rows, class_chunks))
         loss, grad = xd.cross_entropy_with_grad(logits, target)
         stored = xd.to_npy(grad, grad_path, compute=False)
+        # Workers import xentc.dask (and dask.array) before the clock starts, as a long-lived
+        # cluster would have.
+        client.run(importlib.import_module, "xentc.dask")
         client.run(_worker_sampler_start)
         t0 = time.perf_counter()
         value, _ = dask.compute(loss, stored)
