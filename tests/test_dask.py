@@ -187,10 +187,18 @@ def test_numpy_inputs_mixed_in(rng):
                                {"weight": True, "sample_weight": True})
     go = rng.uniform(0.5, 1.5, 40)
     want = xentc.cross_entropy_with_grad(logits, target, reduction="none", grad_output=go, **kw)
-    for args in [(logits, da.from_array(target, chunks=7)),
-                 (da.from_array(logits, chunks=(13, 25)), target)]:
-        got = da.compute(*xd.cross_entropy_with_grad(*args, reduction="none", grad_output=go,
-                                                      **kw))
+    # Dask rows arrays chunked unlike the logits are rechunked to the logits' blocks of rows.
+    misaligned = dict(kw, sample_weight=da.from_array(kw["sample_weight"], chunks=11))
+    for args, options, g in [((logits, da.from_array(target, chunks=7)), kw, go),
+                             ((da.from_array(logits, chunks=(13, 25)), target), kw, go),
+                             ((da.from_array(logits, chunks=(13, 25)),
+                               da.from_array(target, chunks=7)), misaligned,
+                              da.from_array(go, chunks=9))]:
+        loss, grad = xd.cross_entropy_with_grad(*args, reduction="none", grad_output=g,
+                                                **options)
+        if isinstance(args[0], da.Array):
+            assert grad.chunks == args[0].chunks and loss.chunks == args[0].chunks[:1]
+        got = da.compute(loss, grad)
         _close_loss(got[0], want[0], np.float32, "loss")
         np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
 
