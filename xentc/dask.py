@@ -249,8 +249,9 @@ def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, labe
         den_ind = "" if isinstance(denominator, da.Array) else None
 
     # One task per block of rows, holding all of that block's results (a dict); the arrays below
-    # pick from it. It has the logits' index (no axis contracted), so that dask fuses the task
-    # that reads a block of logits (from_npy's, say) into it: one task reads and computes.
+    # pick from it. It has the logits' index (no axis contracted), so that dask's optimizer can
+    # fuse the task that reads a block of logits (from_npy's, say) into it (it does when one
+    # output is computed); either way each block is read and computed once.
     blocks = da.blockwise(
         _block_xent, full,
         logits, full,
