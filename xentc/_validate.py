@@ -93,20 +93,33 @@ def _rows_vector(a, dtype):
     return np.ascontiguousarray(flat.reshape(-1))
 
 
+def check_float_dtype(dtype, name):
+    """TypeError naming `name` unless `dtype` is float32 or float64 (a metadata check: it runs
+    on an ndarray's dtype here, on a dask array's when xentc.dask builds its graph)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be a float32 or float64 array; got dtype {dtype}")
+
+
 def check_float_array(x, name):
     """x as an ndarray of float32 or float64 (TypeError naming `name` otherwise)."""
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if arr.dtype.kind != "f" or arr.itemsize not in (4, 8):
-        raise TypeError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
+    check_float_dtype(arr.dtype, name)
     return arr
+
+
+def check_logits_meta(dtype, shape):
+    """The logits' dtype and shape (classes last, C >= 1)."""
+    check_float_dtype(dtype, "logits")
+    if len(shape) == 0:
+        raise ValueError("logits must have at least one axis (the classes, last); got a 0-d array")
+    if shape[-1] == 0:
+        raise ValueError(f"logits must have at least one class (C >= 1); got shape {shape}")
 
 
 def check_logits(logits):
     arr = check_float_array(logits, "logits")
-    if arr.ndim == 0:
-        raise ValueError("logits must have at least one axis (the classes, last); got a 0-d array")
-    if arr.shape[-1] == 0:
-        raise ValueError(f"logits must have at least one class (C >= 1); got shape {arr.shape}")
+    check_logits_meta(arr.dtype, arr.shape)
     return arr
 
 
@@ -149,72 +162,17 @@ def check_ignore_index(ignore_index):
     return value
 
 
-def _check_weights(weight, sample_weight, arr, lead_shape):
-    class_weight = None
-    if weight is not None:
-        w = np.asarray(weight)
-        if w.dtype.kind != "f":
-            raise TypeError(f"weight must be a floating array; got dtype {w.dtype}")
-        if w.shape != (arr.shape[-1],):
-            raise ValueError(
-                f"weight must be 1-D with one entry per class ({arr.shape[-1]}); "
-                f"got shape {w.shape}")
-        class_weight = np.ascontiguousarray(w, dtype=arr.dtype)
-    rows_weight = None
-    if sample_weight is not None:
-        s = np.asarray(sample_weight)
-        if s.dtype.kind != "f":
-            raise TypeError(f"sample_weight must be a floating array; got dtype {s.dtype}")
-        if s.shape != lead_shape:
-            raise ValueError(
-                f"sample_weight must have shape logits.shape[:-1] = {lead_shape}; got {s.shape}")
-        rows_weight = _rows_vector(s, np.float64)
-        bad = ~(rows_weight >= 0)  # NaN fails too
-        if bad.any():
-            raise ValueError(
-                f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
-    return class_weight, rows_weight
+class Options(NamedTuple):
+    """The scalar options, checked and normalised (they need no array to be checked)."""
+
+    reduction: str
+    ignore_index: int
+    label_smoothing: float
+    z_loss: float
+    n_threads: int
 
 
-def _check_target(target, arr, lead_shape, ignore_index):
-    """(int64 index targets or None, probability Matrix or None)."""
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
-    n_classes = arr.shape[-1]
-    if t.dtype.kind in "iu":
-        if t.shape != lead_shape:
-            raise ValueError(
-                f"target must have shape logits.shape[:-1] = {lead_shape} for class indices "
-                f"(or logits.shape = {arr.shape} for probabilities); got {t.shape}")
-        # One O(N) pass here lets the kernels index rows without a bounds check. Its min and
-        # max (reductions, no N-sized temporaries: the full test below cost (10**6, 10) calls
-        # more time than the kernel) settle the usual case; a value outside [0, C), ignored or
-        # not, takes the full test. Unsigned targets are compared as integers: a uint16 65436
-        # is not ignore_index=-100.
-        if t.size and (t.min() < 0 or t.max() >= n_classes):
-            bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
-            if bad.any():
-                raise ValueError(
-                    f"target must hold class indices in [0, {n_classes}) or ignore_index="
-                    f"{ignore_index}; found {int(t[bad].flat[0])}")
-        return _rows_vector(t, np.int64), None
-    if t.dtype.kind == "f":
-        if t.itemsize not in (4, 8):
-            raise TypeError(
-                f"target probabilities must be float32 or float64; got dtype {t.dtype}")
-        if t.shape != arr.shape:
-            raise ValueError(
-                f"target must have shape logits.shape = {arr.shape} for probabilities "
-                f"(or {lead_shape} for class indices); got {t.shape}")
-        return None, as_matrix(_kernel_ready(t))
-    raise TypeError(
-        f"target must be an integer (class indices) or floating (probabilities) array; "
-        f"got dtype {t.dtype}")
-
-
-def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                       label_smoothing, z_loss, n_threads):
-    arr = check_logits(logits)
-    lead_shape = arr.shape[:-1]
+def check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads):
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
@@ -223,30 +181,167 @@ def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, redu
     z_loss = _real_scalar(z_loss, "z_loss")
     if not (math.isfinite(z_loss) and z_loss >= 0.0):
         raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
-    n_threads = check_n_threads(n_threads)
-    kernel_arr = _kernel_ready(arr)
-    class_weight, rows_weight = _check_weights(weight, sample_weight, kernel_arr, lead_shape)
-    target_index, target_prob = _check_target(target, kernel_arr, lead_shape, ignore_index)
+    return Options(reduction, ignore_index, label_smoothing, z_loss, check_n_threads(n_threads))
+
+
+# Metadata checks take a dtype and a shape, so that xentc.dask runs the very same checks on dask
+# arrays when it builds its graph; the value scans (scan_*) run on the data itself, in the core
+# API before any kernel and in xentc.dask inside each block.
+
+
+def check_weight_meta(dtype, shape, n_classes):
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"weight must be a floating array; got dtype {np.dtype(dtype)}")
+    if tuple(shape) != (n_classes,):
+        raise ValueError(
+            f"weight must be 1-D with one entry per class ({n_classes}); got shape {tuple(shape)}")
+
+
+def check_sample_weight_meta(dtype, shape, lead_shape):
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"sample_weight must be a floating array; got dtype {np.dtype(dtype)}")
+    if tuple(shape) != tuple(lead_shape):
+        raise ValueError(
+            f"sample_weight must have shape logits.shape[:-1] = {tuple(lead_shape)}; "
+            f"got {tuple(shape)}")
+
+
+def scan_sample_weight(rows_weight):
+    """The O(N) value check of sample weights (a float64 vector): every value >= 0."""
+    bad = ~(rows_weight >= 0)  # NaN fails too
+    if bad.any():
+        raise ValueError(f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
+
+
+def check_target_meta(dtype, shape, logits_shape):
+    """'index' (class indices) or 'prob' (probabilities), from the target's dtype and shape."""
+    dtype, shape, logits_shape = np.dtype(dtype), tuple(shape), tuple(logits_shape)
+    lead_shape = logits_shape[:-1]
+    if dtype.kind in "iu":
+        if shape != lead_shape:
+            raise ValueError(
+                f"target must have shape logits.shape[:-1] = {lead_shape} for class indices "
+                f"(or logits.shape = {logits_shape} for probabilities); got {shape}")
+        return "index"
+    if dtype.kind == "f":
+        if dtype.itemsize not in (4, 8):
+            raise TypeError(
+                f"target probabilities must be float32 or float64; got dtype {dtype}")
+        if shape != logits_shape:
+            raise ValueError(
+                f"target must have shape logits.shape = {logits_shape} for probabilities "
+                f"(or {lead_shape} for class indices); got {shape}")
+        return "prob"
+    raise TypeError(
+        f"target must be an integer (class indices) or floating (probabilities) array; "
+        f"got dtype {dtype}")
+
+
+def scan_class_indices(t, n_classes, ignore_index):
+    """The O(N) value check of index targets: each in [0, n_classes) or ignore_index."""
+    # One O(N) pass here lets the kernels index rows without a bounds check. Its min and max
+    # (reductions, no N-sized temporaries: the full test below cost (10**6, 10) calls more time
+    # than the kernel) settle the usual case; a value outside [0, C), ignored or not, takes the
+    # full test. Unsigned targets are compared as integers: a uint16 65436 is not
+    # ignore_index=-100.
+    if t.size and (t.min() < 0 or t.max() >= n_classes):
+        bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+        if bad.any():
+            raise ValueError(
+                f"target must hold class indices in [0, {n_classes}) or ignore_index="
+                f"{ignore_index}; found {int(t[bad].flat[0])}")
+
+
+def class_weight_vector(weight, dtype):
+    """Checked class weights as the kernels read them: contiguous, in the logits' dtype."""
+    return np.ascontiguousarray(weight, dtype=dtype)
+
+
+def sample_weight_vector(sample_weight):
+    """Checked sample weights as the kernels read them: a float64 vector, values scanned."""
+    rows_weight = _rows_vector(sample_weight, np.float64)
+    scan_sample_weight(rows_weight)
+    return rows_weight
+
+
+def index_target_vector(target, n_classes, ignore_index):
+    """Checked index targets as the kernels read them: an int64 vector, values scanned."""
+    scan_class_indices(target, n_classes, ignore_index)
+    return _rows_vector(target, np.int64)
+
+
+def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
+                       label_smoothing, z_loss, n_threads):
+    # Every metadata check first, then the O(N) value scans: the order xentc.dask follows too
+    # (metadata when it builds the graph, values inside each block).
+    arr = check_logits(logits)
+    lead_shape = arr.shape[:-1]
     n_classes = arr.shape[-1]
+    options = check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads)
+    w = None if weight is None else np.asarray(weight)
+    if w is not None:
+        check_weight_meta(w.dtype, w.shape, n_classes)
+    s = None if sample_weight is None else np.asarray(sample_weight)
+    if s is not None:
+        check_sample_weight_meta(s.dtype, s.shape, lead_shape)
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    kind = check_target_meta(t.dtype, t.shape, arr.shape)
+
+    kernel_arr = _kernel_ready(arr)
+    class_weight = None if w is None else class_weight_vector(w, kernel_arr.dtype)
+    rows_weight = None if s is None else sample_weight_vector(s)
+    target_index = target_prob = None
+    if kind == "index":
+        target_index = index_target_vector(t, n_classes, options.ignore_index)
+    else:
+        target_prob = as_matrix(_kernel_ready(t))
     return XentPlan(
         logits=as_matrix(kernel_arr), n_rows=math.prod(lead_shape), n_classes=n_classes,
         lead_shape=lead_shape, dtype=kernel_arr.dtype, target_index=target_index,
-        ignore_index=ignore_index, target_prob=target_prob, class_weight=class_weight,
-        sample_weight=rows_weight, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, n_threads=n_threads)
+        ignore_index=options.ignore_index, target_prob=target_prob, class_weight=class_weight,
+        sample_weight=rows_weight, reduction=options.reduction,
+        label_smoothing=options.label_smoothing, z_loss=options.z_loss,
+        n_threads=options.n_threads)
 
 
 def mean_denominator(plan):
+    """torch's 'mean' denominator of a plan (see rows_denominator)."""
+    return rows_denominator(plan.target_index, plan.ignore_index, plan.class_weight,
+                            plan.sample_weight, plan.n_rows)
+
+
+def rows_denominator(target_index, ignore_index, class_weight, sample_weight, n_rows):
     """torch's 'mean' denominator, with each counted row's share times its sample weight:
-    sum of s_i * w[y_i] over non-ignored rows (index targets), sum of s_i (probabilities)."""
-    s = plan.sample_weight
-    if plan.target_index is None:
-        return float(plan.n_rows if s is None else s.sum())
-    counted = plan.target_index != plan.ignore_index
-    if plan.class_weight is None:
+    sum of s_i * w[y_i] over non-ignored rows (index targets), sum of s_i (probabilities).
+    Arguments as the kernels get them (index_target_vector, class_weight_vector,
+    sample_weight_vector); target_index None means probability targets. xentc.dask adds this
+    up over blocks of rows."""
+    s = sample_weight
+    if target_index is None:
+        return float(n_rows if s is None else s.sum())
+    counted = target_index != ignore_index
+    if class_weight is None:
         return float(counted.sum() if s is None else s[counted].sum())
-    w = plan.class_weight.astype(np.float64)[plan.target_index[counted]]
+    w = class_weight.astype(np.float64)[target_index[counted]]
     return float(w.sum() if s is None else (s[counted] * w).sum())
+
+
+def check_grad_output_meta(dtype, shape, reduction, lead_shape):
+    """'scalar' or 'rows' (one per row, reduction 'none' only), from grad_output's metadata."""
+    dtype, shape = np.dtype(dtype), tuple(shape)
+    if dtype.kind not in "fiu":
+        raise TypeError(f"grad_output must be a real scalar or floating array; got dtype {dtype}")
+    if not shape:
+        return "scalar"
+    if reduction != "none":
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}; got an array of shape "
+            f"{shape}")
+    if shape != tuple(lead_shape):
+        raise ValueError(
+            f"grad_output must be a scalar or have shape logits.shape[:-1] = {tuple(lead_shape)}; "
+            f"got {shape}")
+    return "rows"
 
 
 def check_grad_output(grad_output, reduction, lead_shape):
@@ -254,18 +349,8 @@ def check_grad_output(grad_output, reduction, lead_shape):
     if grad_output is None:
         return 1.0, None
     g = np.asarray(grad_output)
-    if g.dtype.kind not in "fiu":
-        raise TypeError(f"grad_output must be a real scalar or floating array; got dtype {g.dtype}")
-    if g.ndim == 0:
+    if check_grad_output_meta(g.dtype, g.shape, reduction, lead_shape) == "scalar":
         return float(g), None
-    if reduction != "none":
-        raise ValueError(
-            f"grad_output must be a scalar for reduction={reduction!r}; got an array of shape "
-            f"{g.shape}")
-    if g.shape != lead_shape:
-        raise ValueError(
-            f"grad_output must be a scalar or have shape logits.shape[:-1] = {lead_shape}; "
-            f"got {g.shape}")
     return 1.0, _rows_vector(g, np.float64)
 
 
