@@ -2,6 +2,9 @@
 # the installed package (with its compiled extension), never the source tree.
 PYTHON ?= python3
 OUTSIDE = cd "$${TMPDIR:-/tmp}" &&
+# Extras `make test` installs: the test tools and dask (so that tests/test_dask.py runs rather
+# than skips). TEST_EXTRAS=test runs the suite without dask.
+TEST_EXTRAS ?= test,dask
 
 # Hardening (README, "Hardening"): the sanitizer build lives in its own environment, outside
 # the checkout; FUZZ_SECONDS is the length of `make fuzz`.
@@ -9,8 +12,8 @@ SANITIZE_VENV ?= $(CURDIR)/../venv-asan
 FUZZ_SECONDS ?= 600
 PYTEST_ARGS = -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)"
 
-.PHONY: help build test test-slow bench bench-pytest demo wheel clean sanitize-build sanitize \
-    fuzz valgrind
+.PHONY: help build test test-slow bench bench-pytest bench-dask demo wheel clean sanitize-build \
+    sanitize fuzz valgrind
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,8 +21,8 @@ help:  ## list the targets
 build:  ## install xentc from this checkout (compiles the extension)
 	$(PYTHON) -m pip install .
 
-test:  ## install xentc and its test extras, then run the test suite against the installed copy
-	$(PYTHON) -m pip install ".[test]"
+test:  ## install xentc and its test extras (TEST_EXTRAS), then run the suite against the installed copy
+	$(PYTHON) -m pip install ".[$(TEST_EXTRAS)]"
 	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/tests"
 
 test-slow: build  ## the slow tests only: arrays past 2**31 elements (~10 GB of memory); prints timings
@@ -49,6 +52,10 @@ bench: build  ## install xentc, then run the benchmark report (python -m xentc.b
 bench-pytest:  ## install xentc and the test extras, then the pytest-benchmark suite in bench/
 	$(PYTHON) -m pip install ".[test]"
 	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/bench" --benchmark-only $(ARGS)
+
+bench-dask:  ## install xentc[dask], then the on-disk figures: a 4.2 GB logits file, core API vs xentc.dask (ARGS=--dir DIR etc.)
+	$(PYTHON) -m pip install ".[dask]"
+	$(OUTSIDE) $(PYTHON) "$(CURDIR)/bench/dask_figures.py" $(ARGS)
 
 demo: build  ## install xentc, then run the example: loss and gradient checked against NumPy
 	$(OUTSIDE) $(PYTHON) -m xentc.demo

@@ -58,6 +58,51 @@ typedef struct {
 int xc_xent_f32(const xc_xent_args *args);
 int xc_xent_f64(const xc_xent_args *args);
 
+/* Vocabulary shards (xc_shard.inc): the classes of each row are split into blocks, and no call
+ * ever sees a whole row. One block is n_rows x n_classes logits, classes [class_offset,
+ * class_offset + n_classes) of the full total_classes. The members of `xent` that apply are read
+ * as in xc_xent_args, for the block: n_rows, n_classes (the block's), logits, target_index
+ * (GLOBAL class indices: a row's target lies in this block or not), ignore_index, target_prob
+ * (the block's probabilities), class_weight (the block's n_classes weights), label_smoothing,
+ * grad (xc_shard_grad's output block, which may be the logits block: in place) and n_threads;
+ * the others are unused. xentc/_shards.py merges the blocks' statistics (in class order). */
+typedef struct {
+    xc_xent_args xent;
+    int64_t class_offset, total_classes;
+
+    /* xc_shard_stats outputs, n_rows each, contiguous. m: the row's max over the block. The
+     * block's "pivot" class is left out of sum_out and reported on its own: an index target
+     * that falls in the block (and is not ignore_index), or, for probability targets, the
+     * block's first max class; -1 when none (or when m is not finite).
+     *   max_out          m
+     *   sum_out          sum_{k != pivot} exp(z_k - m) in double; when m is not finite, the
+     *                    unshifted sum of exp(z_k) over every class (0, inf or NaN)
+     *   pivot_out        the pivot's GLOBAL class index, or -1
+     *   target_logit_out index targets: z_pivot (NaN when there is no pivot)
+     *   pivot_weight_out w_pivot (index targets), w_k t'_k at the pivot (probabilities); 0 if none
+     *   weight_sum_out   probabilities only: sum_{k != pivot} w_k t'_k, t' = keep t + floor
+     *   gap_out          sum_k w_k (shift - z_k) (index targets; only when want_gap), or
+     *                    sum_{k != pivot} w_k t'_k (shift - z_k) over t'_k != 0 (probabilities);
+     *                    shift = m when finite, else 0 */
+    int want_gap;
+    double *max_out, *sum_out, *target_logit_out, *pivot_weight_out, *weight_sum_out, *gap_out;
+    int64_t *pivot_out;
+
+    /* xc_shard_grad inputs, n_rows each, contiguous: row i's block of the gradient is
+     *   g_j = p_scale exp(z_j - row_max) - w_j (t_scale t_j + t_floor)   (t_j = 0: index targets)
+     * except g[exact_class - class_offset] = exact_grad where that class is in the block, or
+     * every g_j = fill when use_fill. row_max is the row's max over ALL blocks (finite unless
+     * use_fill); the merge (xentc/_shards.py) computes the rest. */
+    const double *row_max, *p_scale, *t_scale, *t_floor, *exact_grad, *fill;
+    const int64_t *exact_class;
+    const unsigned char *use_fill;
+} xc_shard_args;
+
+int xc_shard_stats_f32(const xc_shard_args *args);
+int xc_shard_stats_f64(const xc_shard_args *args);
+int xc_shard_grad_f32(const xc_shard_args *args);
+int xc_shard_grad_f64(const xc_shard_args *args);
+
 /* Row-wise log-sum-exp (lse_out: n_rows, contiguous), softmax and log-softmax (out: a matrix of
  * the same shape as x) over the classes of x. */
 int xc_lse_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes, float *lse_out,

@@ -23,6 +23,17 @@
 #define XC_FORCE_INLINE static inline __attribute__((always_inline))
 #endif
 
+/* XC_PREFETCH(p): ask for the cache line at p ahead of its load (read, keep in all levels). It
+ * never faults, so it may point past the end of an array. */
+#if defined(__GNUC__) || defined(__clang__)
+#define XC_PREFETCH(p) __builtin_prefetch((const void *)(p), 0, 3)
+#elif defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+#include <xmmintrin.h>
+#define XC_PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
+#else
+#define XC_PREFETCH(p) ((void)(p))
+#endif
+
 #ifdef _OPENMP
 #include <omp.h>
 #else

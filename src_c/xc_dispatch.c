@@ -11,6 +11,10 @@
 #define XC_DECLARE_ISA(isa)                                                                   \
     int xc_xent_f32_##isa(const xc_xent_args *);                                              \
     int xc_xent_f64_##isa(const xc_xent_args *);                                              \
+    int xc_shard_stats_f32_##isa(const xc_shard_args *);                                      \
+    int xc_shard_stats_f64_##isa(const xc_shard_args *);                                      \
+    int xc_shard_grad_f32_##isa(const xc_shard_args *);                                       \
+    int xc_shard_grad_f64_##isa(const xc_shard_args *);                                       \
     int xc_lse_rows_f32_##isa(const xc_matrix *, int64_t, int64_t, float *, int);             \
     int xc_lse_rows_f64_##isa(const xc_matrix *, int64_t, int64_t, double *, int);            \
     int xc_softmax_rows_f32_##isa(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int, \
@@ -22,9 +26,10 @@
 
 #define XC_TABLE(label, isa, supports)                                                        \
     {                                                                                         \
-        label, supports, xc_xent_f32_##isa, xc_xent_f64_##isa, xc_lse_rows_f32_##isa,         \
-            xc_lse_rows_f64_##isa, xc_softmax_rows_f32_##isa, xc_softmax_rows_f64_##isa,      \
-            xc_math_array_f32_##isa, xc_math_array_f64_##isa                                  \
+        label, supports, xc_xent_f32_##isa, xc_xent_f64_##isa, xc_shard_stats_f32_##isa,      \
+            xc_shard_stats_f64_##isa, xc_shard_grad_f32_##isa, xc_shard_grad_f64_##isa,       \
+            xc_lse_rows_f32_##isa, xc_lse_rows_f64_##isa, xc_softmax_rows_f32_##isa,          \
+            xc_softmax_rows_f64_##isa, xc_math_array_f32_##isa, xc_math_array_f64_##isa       \
     }
 
 static int always(void) { return 1; }
@@ -82,6 +87,10 @@ int xc_use_isa(const char *name)
 
 int xc_xent_f32(const xc_xent_args *args) { return xc_active->xent_f32(args); }
 int xc_xent_f64(const xc_xent_args *args) { return xc_active->xent_f64(args); }
+int xc_shard_stats_f32(const xc_shard_args *args) { return xc_active->shard_stats_f32(args); }
+int xc_shard_stats_f64(const xc_shard_args *args) { return xc_active->shard_stats_f64(args); }
+int xc_shard_grad_f32(const xc_shard_args *args) { return xc_active->shard_grad_f32(args); }
+int xc_shard_grad_f64(const xc_shard_args *args) { return xc_active->shard_grad_f64(args); }
 
 int xc_lse_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes, float *lse_out,
                     int n_threads)

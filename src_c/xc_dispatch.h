@@ -12,6 +12,10 @@ typedef struct {
     int (*cpu_supports)(void);
     int (*xent_f32)(const xc_xent_args *);
     int (*xent_f64)(const xc_xent_args *);
+    int (*shard_stats_f32)(const xc_shard_args *);
+    int (*shard_stats_f64)(const xc_shard_args *);
+    int (*shard_grad_f32)(const xc_shard_args *);
+    int (*shard_grad_f64)(const xc_shard_args *);
     int (*lse_rows_f32)(const xc_matrix *, int64_t, int64_t, float *, int);
     int (*lse_rows_f64)(const xc_matrix *, int64_t, int64_t, double *, int);
     int (*softmax_rows_f32)(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int, int);

@@ -4,7 +4,8 @@
  * and is compiled with that set's flags (setup.py builds each as a static library with its own
  * cflags); this file is the same for all three, so the kernels differ only in what the compiler
  * makes of them. Exported names end in _<dtype>_<isa>, e.g. xc_xent_f32_avx512; xc_dispatch.c
- * picks one set at import. */
+ * picks one set at import. Each dtype gets xc_kernels.inc (whole rows) and xc_shard.inc (rows
+ * split over class blocks), which shares its helpers. */
 #include <math.h>
 #include <stdlib.h>
 #if defined(__SSE2__) || defined(_M_X64)
@@ -23,9 +24,13 @@
 #define XC_EXP xc_expf
 #define XC_EXP_NONPOS xc_expf_nonpos
 #include "xc_kernels.inc"
+#include "xc_shard.inc"
+#include "xc_kernels_undef.h"
 
 #define XC_REAL double
 #define XC_SUFFIX XC_ISA_CAT(f64, XC_ISA)
 #define XC_EXP xc_exp
 #define XC_EXP_NONPOS xc_exp_nonpos
 #include "xc_kernels.inc"
+#include "xc_shard.inc"
+#include "xc_kernels_undef.h"

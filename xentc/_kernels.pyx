@@ -9,6 +9,7 @@ class_step), the array's data pointer being its element (0, ..., 0).
 
 cimport numpy as cnp
 from libc.stdint cimport int64_t
+from libc.string cimport memset
 
 cnp.import_array()
 
@@ -51,7 +52,31 @@ cdef extern from "xc_api.h" nogil:
         double *loss_sum_out
         int n_threads
 
+    ctypedef struct xc_shard_args:
+        xc_xent_args xent
+        int64_t class_offset, total_classes
+        int want_gap
+        double *max_out
+        double *sum_out
+        double *target_logit_out
+        double *pivot_weight_out
+        double *weight_sum_out
+        double *gap_out
+        int64_t *pivot_out
+        const double *row_max
+        const double *p_scale
+        const double *t_scale
+        const double *t_floor
+        const double *exact_grad
+        const double *fill
+        const int64_t *exact_class
+        const unsigned char *use_fill
+
     int XC_OK, XC_ENOMEM
+    int xc_shard_stats_f32(const xc_shard_args *args)
+    int xc_shard_stats_f64(const xc_shard_args *args)
+    int xc_shard_grad_f32(const xc_shard_args *args)
+    int xc_shard_grad_f64(const xc_shard_args *args)
     int xc_xent_f32(const xc_xent_args *args)
     int xc_xent_f64(const xc_xent_args *args)
     int xc_lse_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes, float *lse_out,
@@ -135,6 +160,78 @@ def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64
         status = xc_xent_f64(&a) if is_f64 else xc_xent_f32(&a)
     check(status)
     return loss_sum if want_sum else None
+
+
+cdef xc_shard_args shard_args(logits, Py_ssize_t n_rows, Py_ssize_t n_classes,
+                              int64_t class_offset, int64_t total_classes, target_index,
+                              int64_t ignore_index, target_prob, class_weight,
+                              double label_smoothing, int n_threads):
+    # The members both shard kernels read; the rest NULL.
+    cdef xc_shard_args sa
+    memset(&sa, 0, sizeof(sa))
+    sa.xent.n_rows = n_rows
+    sa.xent.n_classes = n_classes
+    sa.xent.logits = to_matrix(logits)
+    sa.xent.target_index = <const int64_t *>data_of(target_index)
+    sa.xent.target_step = step_of(target_index)
+    sa.xent.ignore_index = ignore_index
+    sa.xent.target_prob = to_matrix(target_prob)
+    sa.xent.target_prob_is_f64 = target_prob is not None and target_prob.array.dtype.itemsize == 8
+    sa.xent.class_weight = data_of(class_weight)
+    sa.xent.label_smoothing = label_smoothing
+    sa.xent.grad = to_matrix(None)
+    sa.xent.n_threads = n_threads
+    sa.class_offset = class_offset
+    sa.total_classes = total_classes
+    return sa
+
+
+def shard_stats(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, int64_t class_offset,
+                int64_t total_classes, target_index, int64_t ignore_index, target_prob,
+                class_weight, double label_smoothing, bint want_gap, max_out, sum_out,
+                target_logit_out, pivot_weight_out, weight_sum_out, gap_out, pivot_out,
+                int n_threads):
+    """One class block's per-row statistics into the *_out arrays (n_rows, contiguous: float64,
+    pivot_out int64). See xc_shard_args in src_c/xc_api.h."""
+    cdef xc_shard_args sa = shard_args(logits, n_rows, n_classes, class_offset, total_classes,
+                                       target_index, ignore_index, target_prob, class_weight,
+                                       label_smoothing, n_threads)
+    cdef bint is_f64 = logits.array.dtype.itemsize == 8
+    cdef int status
+    sa.want_gap = want_gap
+    sa.max_out = <double *>data_of(max_out)
+    sa.sum_out = <double *>data_of(sum_out)
+    sa.target_logit_out = <double *>data_of(target_logit_out)
+    sa.pivot_weight_out = <double *>data_of(pivot_weight_out)
+    sa.weight_sum_out = <double *>data_of(weight_sum_out)
+    sa.gap_out = <double *>data_of(gap_out)
+    sa.pivot_out = <int64_t *>data_of(pivot_out)
+    with nogil:
+        status = xc_shard_stats_f64(&sa) if is_f64 else xc_shard_stats_f32(&sa)
+    check(status)
+
+
+def shard_grad(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, int64_t class_offset,
+               target_prob, class_weight, grad, row_max, p_scale, t_scale, t_floor, exact_grad,
+               fill, exact_class, use_fill, int n_threads):
+    """One class block's gradient into `grad` (a Matrix) from the per-row coefficients
+    (n_rows, contiguous: float64, exact_class int64, use_fill uint8)."""
+    cdef xc_shard_args sa = shard_args(logits, n_rows, n_classes, class_offset, 0, None, 0,
+                                       target_prob, class_weight, 0.0, n_threads)
+    cdef bint is_f64 = logits.array.dtype.itemsize == 8
+    cdef int status
+    sa.xent.grad = to_matrix(grad)
+    sa.row_max = <const double *>data_of(row_max)
+    sa.p_scale = <const double *>data_of(p_scale)
+    sa.t_scale = <const double *>data_of(t_scale)
+    sa.t_floor = <const double *>data_of(t_floor)
+    sa.exact_grad = <const double *>data_of(exact_grad)
+    sa.fill = <const double *>data_of(fill)
+    sa.exact_class = <const int64_t *>data_of(exact_class)
+    sa.use_fill = <const unsigned char *>data_of(use_fill)
+    with nogil:
+        status = xc_shard_grad_f64(&sa) if is_f64 else xc_shard_grad_f32(&sa)
+    check(status)
 
 
 def lse_rows(x, Py_ssize_t n_rows, Py_ssize_t n_classes, cnp.ndarray lse_out, int n_threads):

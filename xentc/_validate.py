@@ -95,20 +95,38 @@ def _rows_vector(a, dtype):
     return np.array(flat, dtype=dtype, order="C").reshape(-1)  # a copy: aligned (_kernel_ready)
 
 
+def _aligned(a):
+    """`a`, copied when misaligned (np.ascontiguousarray returns a contiguous array as it is)."""
+    return a if a.flags.aligned else a.copy()
+
+
+def check_float_dtype(dtype, name):
+    """TypeError naming `name` unless `dtype` is float32 or float64 (a metadata check: it runs
+    on an ndarray's dtype here, on a dask array's when xentc.dask builds its graph)."""
+    dtype = np.dtype(dtype)
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be a float32 or float64 array; got dtype {dtype}")
+
+
 def check_float_array(x, name):
     """x as an ndarray of float32 or float64 (TypeError naming `name` otherwise)."""
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
-    if arr.dtype.kind != "f" or arr.itemsize not in (4, 8):
-        raise TypeError(f"{name} must be a float32 or float64 array; got dtype {arr.dtype}")
+    check_float_dtype(arr.dtype, name)
     return arr
+
+
+def check_logits_meta(dtype, shape):
+    """The logits' dtype and shape (classes last, C >= 1)."""
+    check_float_dtype(dtype, "logits")
+    if len(shape) == 0:
+        raise ValueError("logits must have at least one axis (the classes, last); got a 0-d array")
+    if shape[-1] == 0:
+        raise ValueError(f"logits must have at least one class (C >= 1); got shape {shape}")
 
 
 def check_logits(logits):
     arr = check_float_array(logits, "logits")
-    if arr.ndim == 0:
-        raise ValueError("logits must have at least one axis (the classes, last); got a 0-d array")
-    if arr.shape[-1] == 0:
-        raise ValueError(f"logits must have at least one class (C >= 1); got shape {arr.shape}")
+    check_logits_meta(arr.dtype, arr.shape)
     return arr
 
 
@@ -157,74 +175,17 @@ def check_ignore_index(ignore_index):
     return value
 
 
-def _check_weights(weight, sample_weight, arr, lead_shape):
-    class_weight = None
-    if weight is not None:
-        w = np.asarray(weight)
-        if w.dtype.kind != "f":
-            raise TypeError(f"weight must be a floating array; got dtype {w.dtype}")
-        if w.shape != (arr.shape[-1],):
-            raise ValueError(
-                f"weight must be 1-D with one entry per class ({arr.shape[-1]}); "
-                f"got shape {w.shape}")
-        class_weight = np.ascontiguousarray(w, dtype=arr.dtype)
-        if not class_weight.flags.aligned:  # returned uncopied when contiguous: see _kernel_ready
-            class_weight = class_weight.copy()
-    rows_weight = None
-    if sample_weight is not None:
-        s = np.asarray(sample_weight)
-        if s.dtype.kind != "f":
-            raise TypeError(f"sample_weight must be a floating array; got dtype {s.dtype}")
-        if s.shape != lead_shape:
-            raise ValueError(
-                f"sample_weight must have shape logits.shape[:-1] = {lead_shape}; got {s.shape}")
-        rows_weight = _rows_vector(s, np.float64)
-        bad = ~(rows_weight >= 0)  # NaN fails too
-        if bad.any():
-            raise ValueError(
-                f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
-    return class_weight, rows_weight
+class Options(NamedTuple):
+    """The scalar options, checked and normalised (they need no array to be checked)."""
+
+    reduction: str
+    ignore_index: int
+    label_smoothing: float
+    z_loss: float
+    n_threads: int
 
 
-def _check_target(target, arr, lead_shape, ignore_index):
-    """(int64 index targets or None, probability Matrix or None)."""
-    t = target if isinstance(target, np.ndarray) else np.asarray(target)
-    n_classes = arr.shape[-1]
-    if t.dtype.kind in "iu":
-        if t.shape != lead_shape:
-            raise ValueError(
-                f"target must have shape logits.shape[:-1] = {lead_shape} for class indices "
-                f"(or logits.shape = {arr.shape} for probabilities); got {t.shape}")
-        # One O(N) pass here lets the kernels index rows without a bounds check. Its min and
-        # max (reductions, no N-sized temporaries: the full test below cost (10**6, 10) calls
-        # more time than the kernel) settle the usual case; a value outside [0, C), ignored or
-        # not, takes the full test. Unsigned targets are compared as integers: a uint16 65436
-        # is not ignore_index=-100.
-        if t.size and (t.min() < 0 or t.max() >= n_classes):
-            bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
-            if bad.any():
-                raise ValueError(
-                    f"target must hold class indices in [0, {n_classes}) or ignore_index="
-                    f"{ignore_index}; found {int(t[bad].flat[0])}")
-        return _rows_vector(t, np.int64), None
-    if t.dtype.kind == "f":
-        if t.itemsize not in (4, 8):
-            raise TypeError(
-                f"target probabilities must be float32 or float64; got dtype {t.dtype}")
-        if t.shape != arr.shape:
-            raise ValueError(
-                f"target must have shape logits.shape = {arr.shape} for probabilities "
-                f"(or {lead_shape} for class indices); got {t.shape}")
-        return None, as_matrix(_kernel_ready(t))
-    raise TypeError(
-        f"target must be an integer (class indices) or floating (probabilities) array; "
-        f"got dtype {t.dtype}")
-
-
-def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                       label_smoothing, z_loss, n_threads):
-    arr = check_logits(logits)
-    lead_shape = arr.shape[:-1]
+def check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads):
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
@@ -233,30 +194,167 @@ def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, redu
     z_loss = _real_scalar(z_loss, "z_loss")
     if not (math.isfinite(z_loss) and z_loss >= 0.0):
         raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
-    n_threads = check_n_threads(n_threads)
-    kernel_arr = _kernel_ready(arr)
-    class_weight, rows_weight = _check_weights(weight, sample_weight, kernel_arr, lead_shape)
-    target_index, target_prob = _check_target(target, kernel_arr, lead_shape, ignore_index)
+    return Options(reduction, ignore_index, label_smoothing, z_loss, check_n_threads(n_threads))
+
+
+# Metadata checks take a dtype and a shape, so that xentc.dask runs the very same checks on dask
+# arrays when it builds its graph; the value scans (scan_*) run on the data itself, in the core
+# API before any kernel and in xentc.dask inside each block.
+
+
+def check_weight_meta(dtype, shape, n_classes):
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"weight must be a floating array; got dtype {np.dtype(dtype)}")
+    if tuple(shape) != (n_classes,):
+        raise ValueError(
+            f"weight must be 1-D with one entry per class ({n_classes}); got shape {tuple(shape)}")
+
+
+def check_sample_weight_meta(dtype, shape, lead_shape):
+    if np.dtype(dtype).kind != "f":
+        raise TypeError(f"sample_weight must be a floating array; got dtype {np.dtype(dtype)}")
+    if tuple(shape) != tuple(lead_shape):
+        raise ValueError(
+            f"sample_weight must have shape logits.shape[:-1] = {tuple(lead_shape)}; "
+            f"got {tuple(shape)}")
+
+
+def scan_sample_weight(rows_weight):
+    """The O(N) value check of sample weights (a float64 vector): every value >= 0."""
+    bad = ~(rows_weight >= 0)  # NaN fails too
+    if bad.any():
+        raise ValueError(f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
+
+
+def check_target_meta(dtype, shape, logits_shape):
+    """'index' (class indices) or 'prob' (probabilities), from the target's dtype and shape."""
+    dtype, shape, logits_shape = np.dtype(dtype), tuple(shape), tuple(logits_shape)
+    lead_shape = logits_shape[:-1]
+    if dtype.kind in "iu":
+        if shape != lead_shape:
+            raise ValueError(
+                f"target must have shape logits.shape[:-1] = {lead_shape} for class indices "
+                f"(or logits.shape = {logits_shape} for probabilities); got {shape}")
+        return "index"
+    if dtype.kind == "f":
+        if dtype.itemsize not in (4, 8):
+            raise TypeError(
+                f"target probabilities must be float32 or float64; got dtype {dtype}")
+        if shape != logits_shape:
+            raise ValueError(
+                f"target must have shape logits.shape = {logits_shape} for probabilities "
+                f"(or {lead_shape} for class indices); got {shape}")
+        return "prob"
+    raise TypeError(
+        f"target must be an integer (class indices) or floating (probabilities) array; "
+        f"got dtype {dtype}")
+
+
+def scan_class_indices(t, n_classes, ignore_index):
+    """The O(N) value check of index targets: each in [0, n_classes) or ignore_index."""
+    # One O(N) pass here lets the kernels index rows without a bounds check. Its min and max
+    # (reductions, no N-sized temporaries: the full test below cost (10**6, 10) calls more time
+    # than the kernel) settle the usual case; a value outside [0, C), ignored or not, takes the
+    # full test. Unsigned targets are compared as integers: a uint16 65436 is not
+    # ignore_index=-100.
+    if t.size and (t.min() < 0 or t.max() >= n_classes):
+        bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+        if bad.any():
+            raise ValueError(
+                f"target must hold class indices in [0, {n_classes}) or ignore_index="
+                f"{ignore_index}; found {int(t[bad].flat[0])}")
+
+
+def class_weight_vector(weight, dtype):
+    """Checked class weights as the kernels read them: contiguous, in the logits' dtype."""
+    return _aligned(np.ascontiguousarray(weight, dtype=dtype))
+
+
+def sample_weight_vector(sample_weight):
+    """Checked sample weights as the kernels read them: a float64 vector, values scanned."""
+    rows_weight = _rows_vector(sample_weight, np.float64)
+    scan_sample_weight(rows_weight)
+    return rows_weight
+
+
+def index_target_vector(target, n_classes, ignore_index):
+    """Checked index targets as the kernels read them: an int64 vector, values scanned."""
+    scan_class_indices(target, n_classes, ignore_index)
+    return _rows_vector(target, np.int64)
+
+
+def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
+                       label_smoothing, z_loss, n_threads):
+    # Every metadata check first, then the O(N) value scans: the order xentc.dask follows too
+    # (metadata when it builds the graph, values inside each block).
+    arr = check_logits(logits)
+    lead_shape = arr.shape[:-1]
     n_classes = arr.shape[-1]
+    options = check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads)
+    w = None if weight is None else np.asarray(weight)
+    if w is not None:
+        check_weight_meta(w.dtype, w.shape, n_classes)
+    s = None if sample_weight is None else np.asarray(sample_weight)
+    if s is not None:
+        check_sample_weight_meta(s.dtype, s.shape, lead_shape)
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    kind = check_target_meta(t.dtype, t.shape, arr.shape)
+
+    kernel_arr = _kernel_ready(arr)
+    class_weight = None if w is None else class_weight_vector(w, kernel_arr.dtype)
+    rows_weight = None if s is None else sample_weight_vector(s)
+    target_index = target_prob = None
+    if kind == "index":
+        target_index = index_target_vector(t, n_classes, options.ignore_index)
+    else:
+        target_prob = as_matrix(_kernel_ready(t))
     return XentPlan(
         logits=as_matrix(kernel_arr), n_rows=math.prod(lead_shape), n_classes=n_classes,
         lead_shape=lead_shape, dtype=kernel_arr.dtype, target_index=target_index,
-        ignore_index=ignore_index, target_prob=target_prob, class_weight=class_weight,
-        sample_weight=rows_weight, reduction=reduction, label_smoothing=label_smoothing,
-        z_loss=z_loss, n_threads=n_threads)
+        ignore_index=options.ignore_index, target_prob=target_prob, class_weight=class_weight,
+        sample_weight=rows_weight, reduction=options.reduction,
+        label_smoothing=options.label_smoothing, z_loss=options.z_loss,
+        n_threads=options.n_threads)
 
 
 def mean_denominator(plan):
+    """torch's 'mean' denominator of a plan (see rows_denominator)."""
+    return rows_denominator(plan.target_index, plan.ignore_index, plan.class_weight,
+                            plan.sample_weight, plan.n_rows)
+
+
+def rows_denominator(target_index, ignore_index, class_weight, sample_weight, n_rows):
     """torch's 'mean' denominator, with each counted row's share times its sample weight:
-    sum of s_i * w[y_i] over non-ignored rows (index targets), sum of s_i (probabilities)."""
-    s = plan.sample_weight
-    if plan.target_index is None:
-        return float(plan.n_rows if s is None else s.sum())
-    counted = plan.target_index != plan.ignore_index
-    if plan.class_weight is None:
+    sum of s_i * w[y_i] over non-ignored rows (index targets), sum of s_i (probabilities).
+    Arguments as the kernels get them (index_target_vector, class_weight_vector,
+    sample_weight_vector); target_index None means probability targets. xentc.dask adds this
+    up over blocks of rows."""
+    s = sample_weight
+    if target_index is None:
+        return float(n_rows if s is None else s.sum())
+    counted = target_index != ignore_index
+    if class_weight is None:
         return float(counted.sum() if s is None else s[counted].sum())
-    w = plan.class_weight.astype(np.float64)[plan.target_index[counted]]
+    w = class_weight.astype(np.float64)[target_index[counted]]
     return float(w.sum() if s is None else (s[counted] * w).sum())
+
+
+def check_grad_output_meta(dtype, shape, reduction, lead_shape):
+    """'scalar' or 'rows' (one per row, reduction 'none' only), from grad_output's metadata."""
+    dtype, shape = np.dtype(dtype), tuple(shape)
+    if dtype.kind not in "fiu":
+        raise TypeError(f"grad_output must be a real scalar or floating array; got dtype {dtype}")
+    if not shape:
+        return "scalar"
+    if reduction != "none":
+        raise ValueError(
+            f"grad_output must be a scalar for reduction={reduction!r}; got an array of shape "
+            f"{shape}")
+    if shape != tuple(lead_shape):
+        raise ValueError(
+            f"grad_output must be a scalar or have shape logits.shape[:-1] = {tuple(lead_shape)}; "
+            f"got {shape}")
+    return "rows"
 
 
 def check_grad_output(grad_output, reduction, lead_shape):
@@ -264,18 +362,8 @@ def check_grad_output(grad_output, reduction, lead_shape):
     if grad_output is None:
         return 1.0, None
     g = np.asarray(grad_output)
-    if g.dtype.kind not in "fiu":
-        raise TypeError(f"grad_output must be a real scalar or floating array; got dtype {g.dtype}")
-    if g.ndim == 0:
+    if check_grad_output_meta(g.dtype, g.shape, reduction, lead_shape) == "scalar":
         return float(g), None
-    if reduction != "none":
-        raise ValueError(
-            f"grad_output must be a scalar for reduction={reduction!r}; got an array of shape "
-            f"{g.shape}")
-    if g.shape != lead_shape:
-        raise ValueError(
-            f"grad_output must be a scalar or have shape logits.shape[:-1] = {lead_shape}; "
-            f"got {g.shape}")
     return 1.0, _rows_vector(g, np.float64)
 
 
@@ -337,3 +425,183 @@ def plan_rows(x, axis):
         raise np.exceptions.AxisError(axis, arr.ndim)
     axis %= arr.ndim
     return arr, np.moveaxis(_kernel_ready(arr), axis, -1), axis
+
+
+# ---- vocabulary shards (xentc/_shards.py) ----------------------------------------------------
+# A shard is one block of classes, [class_offset, class_offset + B) of n_classes, of every row.
+
+
+class ShardPlan(NamedTuple):
+    logits: Matrix                    # the block: n_rows x B
+    n_rows: int
+    n_block: int                      # B
+    lead_shape: tuple
+    dtype: np.dtype
+    class_offset: int
+    n_classes: int                    # all classes, over every shard
+    target_index: np.ndarray | None   # (n_rows,) int64 GLOBAL class indices
+    ignore_index: int
+    target_prob: Matrix | None        # the block's probabilities
+    class_weight: np.ndarray | None   # (B,) contiguous, logits' dtype: the block's weights
+    label_smoothing: float
+    n_threads: int
+
+
+def _check_shard_target(target, arr, lead_shape, n_classes, ignore_index):
+    """(int64 index targets or None, probability Matrix or None), as for the whole array,
+    except that index targets are GLOBAL: in [0, n_classes), not [0, B). (This section uses no
+    helper of the core checks but the basic ones above, so that it stands beside their
+    changes.)"""
+    t = target if isinstance(target, np.ndarray) else np.asarray(target)
+    if t.dtype.kind in "iu":
+        if t.shape != lead_shape:
+            raise ValueError(
+                f"target must have shape logits_block.shape[:-1] = {lead_shape} for class "
+                f"indices (or logits_block.shape = {arr.shape} for the block's probabilities); "
+                f"got {t.shape}")
+        if t.size and (t.min() < 0 or t.max() >= n_classes):
+            bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
+            if bad.any():
+                raise ValueError(
+                    f"target must hold class indices in [0, {n_classes}) or ignore_index="
+                    f"{ignore_index}; found {int(t[bad].flat[0])}")
+        return _rows_vector(t, np.int64), None
+    if t.dtype.kind == "f":
+        if t.itemsize not in (4, 8):
+            raise TypeError(
+                f"target probabilities must be float32 or float64; got dtype {t.dtype}")
+        if t.shape != arr.shape:
+            raise ValueError(
+                f"target must have shape logits_block.shape = {arr.shape} for the block's "
+                f"probabilities (or {lead_shape} for class indices); got {t.shape}")
+        return None, as_matrix(_kernel_ready(t))
+    raise TypeError(
+        f"target must be an integer (class indices) or floating (probabilities) array; "
+        f"got dtype {t.dtype}")
+
+
+def _shard_sample_weight(sample_weight, lead_shape):
+    """sample_weight as a float64 vector of the rows, every value >= 0."""
+    if sample_weight is None:
+        return None
+    s = np.asarray(sample_weight)
+    if s.dtype.kind != "f":
+        raise TypeError(f"sample_weight must be a floating array; got dtype {s.dtype}")
+    if s.shape != lead_shape:
+        raise ValueError(
+            f"sample_weight must have the rows' shape {lead_shape}; got {s.shape}")
+    rows_weight = _rows_vector(s, np.float64)
+    bad = ~(rows_weight >= 0)  # NaN fails too
+    if bad.any():
+        raise ValueError(f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
+    return rows_weight
+
+
+def _check_shard_weight(weight, arr, class_offset, n_classes):
+    """The block's class weights (B,), contiguous in the logits' dtype: `weight` holds either
+    all n_classes weights (the block's are sliced out) or the block's B."""
+    if weight is None:
+        return None
+    w = np.asarray(weight)
+    if w.dtype.kind != "f":
+        raise TypeError(f"weight must be a floating array; got dtype {w.dtype}")
+    n_block = arr.shape[-1]
+    if w.shape == (n_classes,):
+        w = w[class_offset:class_offset + n_block]
+    elif w.shape != (n_block,):
+        raise ValueError(
+            f"weight must be 1-D with one entry per class ({n_classes}) or per class of the "
+            f"block ({n_block}); got shape {w.shape}")
+    return _aligned(np.ascontiguousarray(w, dtype=arr.dtype))
+
+
+def plan_shard(logits_block, target, class_offset, n_classes, weight, ignore_index,
+               label_smoothing, n_threads):
+    arr = check_float_array(logits_block, "logits_block")
+    if arr.ndim == 0 or arr.shape[-1] == 0:
+        raise ValueError(
+            f"logits_block must have at least one axis and one class (last); got shape "
+            f"{arr.shape}")
+    lead_shape = arr.shape[:-1]
+    class_offset = check_int(class_offset, "class_offset")
+    n_classes = check_int(n_classes, "n_classes")
+    if class_offset < 0 or class_offset + arr.shape[-1] > n_classes:
+        raise ValueError(
+            f"class_offset must place the block's {arr.shape[-1]} classes inside [0, n_classes="
+            f"{n_classes}); got class_offset={class_offset}")
+    ignore_index = check_ignore_index(ignore_index)
+    label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
+    n_threads = check_n_threads(n_threads)
+    kernel_arr = _kernel_ready(arr)
+    class_weight = _check_shard_weight(weight, kernel_arr, class_offset, n_classes)
+    target_index, target_prob = _check_shard_target(target, kernel_arr, lead_shape, n_classes,
+                                                    ignore_index)
+    return ShardPlan(
+        logits=as_matrix(kernel_arr), n_rows=math.prod(lead_shape), n_block=arr.shape[-1],
+        lead_shape=lead_shape, dtype=kernel_arr.dtype, class_offset=class_offset,
+        n_classes=n_classes, target_index=target_index, ignore_index=ignore_index,
+        target_prob=target_prob, class_weight=class_weight, label_smoothing=label_smoothing,
+        n_threads=n_threads)
+
+
+def plan_combine(stats, sample_weight, reduction, z_loss):
+    """(the shards in class order, float64 sample weights or None, reduction, z_loss). The
+    shards must come from one set of rows and options and cover every class exactly once."""
+    one = isinstance(stats, tuple) and hasattr(stats, "class_offset")  # a lone ShardStats
+    shards = [stats] if one else list(stats)
+    if not shards:
+        raise ValueError("stats must hold at least one shard's statistics; got none")
+    for s in shards:
+        if not (isinstance(s, tuple) and hasattr(s, "class_offset") and hasattr(s, "max")):
+            raise TypeError(
+                f"stats must hold ShardStats (from shard_stats); got {type(s).__name__}")
+    shards.sort(key=lambda s: s.class_offset)
+    first = shards[0]
+    for name in ("n_classes", "lead_shape", "dtype", "kind", "label_smoothing", "ignore_index"):
+        values = {repr(getattr(s, name)) for s in shards}
+        if len(values) > 1:
+            raise ValueError(f"stats must all share {name}; got {sorted(values)}")
+    start = 0
+    for s in shards:
+        if s.class_offset != start:
+            raise ValueError(
+                f"stats must cover classes [0, {first.n_classes}) once each, in blocks; "
+                f"{'a gap' if s.class_offset > start else 'an overlap'} at class "
+                f"{min(start, s.class_offset)}")
+        start += s.n_block
+    if start != first.n_classes:
+        raise ValueError(
+            f"stats must cover classes [0, {first.n_classes}) once each; they end at {start}")
+    for s in shards[1:]:
+        if not np.array_equal(s.counted, first.counted):
+            raise ValueError("stats must come from the same targets; the ignored rows differ")
+    reduction = check_reduction(reduction)
+    z_loss = _real_scalar(z_loss, "z_loss")
+    if not (math.isfinite(z_loss) and z_loss >= 0.0):
+        raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
+    return shards, _shard_sample_weight(sample_weight, first.lead_shape), reduction, z_loss
+
+
+def plan_shard_grad(logits_block, target, totals, class_offset, weight, grad_output, out,
+                    n_threads):
+    """(ShardPlan of the block, scalar scale, per-row scales or None, the gradient array)."""
+    if not (isinstance(totals, tuple) and hasattr(totals, "p_coef")):
+        raise TypeError(f"totals must be ShardTotals (from combine_shards); got "
+                        f"{type(totals).__name__}")
+    plan = plan_shard(logits_block, target, class_offset, totals.n_classes, weight,
+                      totals.ignore_index, totals.label_smoothing, n_threads)
+    if plan.lead_shape != totals.lead_shape or plan.dtype != totals.dtype:
+        raise ValueError(
+            f"logits_block must have the rows and dtype of the combined shards "
+            f"({totals.lead_shape}, {totals.dtype}); got {plan.lead_shape}, {plan.dtype}")
+    kind = "index" if plan.target_index is not None else "prob"
+    if kind != totals.kind:
+        raise ValueError(
+            f"target must be of the kind the shards were combined with ({totals.kind}); "
+            f"got {kind}")
+    scale, row_scale = check_grad_output(grad_output, totals.reduction, totals.lead_shape)
+    grad = check_out(out, logits_block, plan.dtype, {
+        "target": target, "weight": weight, "grad_output": grad_output})
+    return plan, scale, row_scale, grad

@@ -1,0 +1,325 @@
+"""Cross-entropy over vocabulary shards: the class axis split into blocks, no caller holding a
+whole row of logits (the vocabulary-parallel cross-entropy of Megatron-LM and flash-attn).
+
+Three steps, each row independent:
+  1. shard_stats(block, ...)      per block (any process): the row's max over the block, the sum
+                                  of exp(z - max) without one "pivot" class, the target's logit
+                                  when the target falls in the block, the smoothing sums.
+  2. combine_shards(all stats)    per row, wherever the stats meet: the exact (max, sum) merge,
+                                  in class order, giving the log-sum-exp, the losses and the
+                                  reduction, and each row's gradient coefficients. O(rows) work.
+  3. shard_grad(block, totals)    per block: the block's gradient from the merged row statistics.
+The kernels are src_c/xc_shard.inc; the merge is here, in float64 NumPy. The result equals
+xentc.cross_entropy(_with_grad) on the whole array within the spec's tolerance (the sums add in
+another order), and is bitwise the same for a given split whatever n_threads or the order in
+which the shards' statistics arrive (they are sorted by class_offset first).
+
+Accuracy: the merge keeps the whole-row kernel's split. For index targets the sum leaves the
+target out, so a confident row's loss is (M - z_y) + log(s), or log1p(s_other) when z_y is the
+max, and its target gradient uses 1 - p_y = s_other / s: as accurate as on one array. For
+probability targets each shard leaves out its first max class, and the merge keeps the first
+shard's (the row's first max class), as the whole-row kernel does.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import _kernels
+from ._validate import as_matrix, plan_combine, plan_shard, plan_shard_grad
+
+
+class ShardStats(NamedTuple):
+    """One block's per-row statistics (shard_stats). Arrays hold one entry per row (the rows of
+    logits_block.shape[:-1], flattened in C order); the pivot is the index target when it falls
+    in this block (index targets) or the block's first max class (probability targets).
+
+    max           float64  the row's max over the block (-inf when it holds only -inf/NaN)
+    sumexp        float64  sum over the block's classes except the pivot of exp(z - max); when
+                           max is not finite, sum of exp(z) over all of them (0, inf or NaN)
+    pivot         int64    the pivot's global class index, -1 when none
+    target_logit  float64  z at the pivot (index targets), NaN when none
+    pivot_weight  float64  w at the pivot (index) or w * t' at the pivot (probabilities), 0 if none
+    weight_sum    float64  sum of the block's class weights (index), or of w * t' except at the
+                           pivot (probabilities); t' = (1 - label_smoothing) t + label_smoothing / C
+    gap           float64  sum of w (shift - z) (index; with label_smoothing only), or of
+                           w t' (shift - z) except at the pivot (probabilities); shift = max when
+                           finite, else 0: non-negative terms, moved to the row max by the merge
+    counted       bool     rows whose target is not ignore_index (all, for probabilities)
+    and the block's description: class_offset, n_block, n_classes, lead_shape, dtype, kind
+    ('index' | 'prob'), label_smoothing, ignore_index.
+    """
+
+    max: np.ndarray
+    sumexp: np.ndarray
+    pivot: np.ndarray
+    target_logit: np.ndarray
+    pivot_weight: np.ndarray
+    weight_sum: np.ndarray
+    gap: np.ndarray
+    counted: np.ndarray
+    class_offset: int
+    n_block: int
+    n_classes: int
+    lead_shape: tuple
+    dtype: np.dtype
+    kind: str
+    label_smoothing: float
+    ignore_index: int
+
+
+class ShardTotals(NamedTuple):
+    """The merged statistics of every shard of a set of rows (combine_shards).
+
+    loss         as xentc.cross_entropy returns it: a float for 'mean'/'sum', an array of shape
+                 lead_shape in the logits' dtype for 'none'
+    lse          each row's log-sum-exp, shape lead_shape, the logits' dtype (also ignored rows)
+    loss_sum     float: the sum of the row losses (float64)
+    denominator  float: the 'mean' denominator of these rows (torch's, times sample weights)
+    The rest is what shard_grad needs, one float64 (or int64/bool) entry per row: row_max (the
+    max over all classes), row_scale (the sample weight, 0 for a row that does not count),
+    p_coef, exact_class, exact_coef, t_keep, floor (see _grad_coefficients), nonfinite (a
+    counted row whose max is not finite: NaN gradient); and lead_shape, dtype, kind, reduction,
+    n_classes, label_smoothing, ignore_index.
+    """
+
+    loss: object
+    lse: np.ndarray
+    loss_sum: float
+    denominator: float
+    row_max: np.ndarray
+    row_scale: np.ndarray
+    p_coef: np.ndarray
+    exact_class: np.ndarray
+    exact_coef: np.ndarray
+    t_keep: float
+    floor: float
+    nonfinite: np.ndarray
+    lead_shape: tuple
+    dtype: np.dtype
+    kind: str
+    reduction: str
+    n_classes: int
+    label_smoothing: float
+    ignore_index: int
+
+
+def shard_stats(logits_block, target, *, class_offset, n_classes, weight=None, ignore_index=-100,
+                label_smoothing=0.0, n_threads=None):
+    """Per-row statistics of one block of classes, [class_offset, class_offset + B) of n_classes.
+
+    logits_block: float32/float64 of shape (..., B), any strides. target: the GLOBAL class
+    indices (integers of shape logits_block.shape[:-1]), or this block's class probabilities
+    (floating, of logits_block's shape). weight: None, all n_classes class weights, or the
+    block's B. ignore_index and label_smoothing as in xentc.cross_entropy. Returns ShardStats;
+    combine_shards merges those of every block of the same rows.
+    """
+    plan = plan_shard(logits_block, target, class_offset, n_classes, weight, ignore_index,
+                      label_smoothing, n_threads)
+    n = plan.n_rows
+    out = {name: np.empty(n, dtype=np.float64) for name in (
+        "max_out", "sum_out", "target_logit_out", "pivot_weight_out", "weight_sum_out",
+        "gap_out")}
+    pivot = np.empty(n, dtype=np.int64)
+    is_index = plan.target_index is not None
+    if n:
+        _kernels.shard_stats(
+            plan.logits, n, plan.n_block, class_offset=plan.class_offset,
+            total_classes=plan.n_classes, target_index=plan.target_index,
+            ignore_index=plan.ignore_index, target_prob=plan.target_prob,
+            class_weight=plan.class_weight, label_smoothing=plan.label_smoothing,
+            want_gap=is_index and plan.label_smoothing > 0.0, pivot_out=pivot,
+            n_threads=plan.n_threads, **out)
+    weight_sum = out["weight_sum_out"]
+    if is_index:
+        # the block's class weights, the same for every row (summed in class order, as the
+        # whole-row kernel sums them)
+        w_block = (float(plan.n_block) if plan.class_weight is None
+                   else math.fsum(plan.class_weight.astype(np.float64)))
+        weight_sum[:] = w_block
+        counted = plan.target_index != plan.ignore_index
+    else:
+        counted = np.ones(n, dtype=bool)
+    return ShardStats(
+        max=out["max_out"], sumexp=out["sum_out"], pivot=pivot,
+        target_logit=out["target_logit_out"], pivot_weight=out["pivot_weight_out"],
+        weight_sum=weight_sum, gap=out["gap_out"], counted=counted,
+        class_offset=plan.class_offset, n_block=plan.n_block, n_classes=plan.n_classes,
+        lead_shape=plan.lead_shape, dtype=plan.dtype, kind="index" if is_index else "prob",
+        label_smoothing=plan.label_smoothing, ignore_index=plan.ignore_index)
+
+
+def combine_shards(stats, *, sample_weight=None, reduction="mean", z_loss=0.0):
+    """Merge the ShardStats of every block of the same rows (in any order: they are taken in
+    class order) into ShardTotals: each row's log-sum-exp and loss, the reduction, and what
+    shard_grad needs. sample_weight, reduction and z_loss as in xentc.cross_entropy."""
+    shards, sw, reduction, z_loss = plan_combine(stats, sample_weight, reduction, z_loss)
+    first = shards[0]
+    n = first.max.shape[0]
+    eps = first.label_smoothing
+    floor = eps / first.n_classes
+    with np.errstate(all="ignore"):
+        m = first.max.copy()
+        for s in shards[1:]:
+            np.maximum(m, s.max, out=m)
+        finite = np.isfinite(m)
+        mf = np.where(finite, m, 0.0)
+        has_nan = np.zeros(n, dtype=bool)
+        for s in shards:
+            has_nan |= np.isnan(s.sumexp)
+        if first.kind == "index":
+            merged = _merge_index(shards, m, mf, has_nan, eps, floor, z_loss)
+            counted = first.counted.copy()
+        else:
+            merged = _merge_prob(shards, m, mf, eps, floor, z_loss)
+            counted = np.ones(n, dtype=bool)
+        lse, row_loss, p_coef, exact_class, exact_coef, w_target = merged
+        # rows whose max is not finite: scipy's log-sum-exp, a NaN loss (xc_kernels.inc)
+        lse = np.where(finite, lse, np.where(has_nan, np.nan, m))
+        if sw is not None:
+            counted &= sw != 0
+            row_loss = row_loss * sw
+        nonfinite = counted & ~finite
+        row_loss = np.where(counted, np.where(finite, row_loss, np.nan), 0.0)
+    row_scale = np.where(counted, 1.0 if sw is None else sw, 0.0)
+    denominator = _denominator(first, sw, w_target)
+    loss_sum = float(row_loss.sum())
+    if reduction == "none":
+        loss = row_loss.astype(first.dtype).reshape(first.lead_shape)
+    elif reduction == "sum":
+        loss = loss_sum
+    else:
+        loss = loss_sum / denominator if denominator != 0 else math.nan
+    return ShardTotals(
+        loss=loss, lse=lse.astype(first.dtype).reshape(first.lead_shape), loss_sum=loss_sum,
+        denominator=denominator, row_max=m, row_scale=row_scale, p_coef=p_coef,
+        exact_class=exact_class, exact_coef=exact_coef,
+        t_keep=1.0 - eps if first.kind == "prob" else 0.0, floor=floor, nonfinite=nonfinite,
+        lead_shape=first.lead_shape, dtype=first.dtype, kind=first.kind, reduction=reduction,
+        n_classes=first.n_classes, label_smoothing=eps, ignore_index=first.ignore_index)
+
+
+def _factor(s, m, mf):
+    """exp(max_b - M): 1 for the shards holding the row max, 0 for those at -inf."""
+    return np.where(s.max == m, 1.0, np.exp(s.max - mf))
+
+
+def _shift(s):
+    """The shift a shard's gap was taken against (ShardStats.gap)."""
+    return np.where(np.isfinite(s.max), s.max, 0.0)
+
+
+def _merge_index(shards, m, mf, has_nan, eps, floor, zl):
+    """Index targets: (lse, unweighted row loss, p_coef, exact_class, exact_coef, w_y) per row.
+    The formulas are xc_kernels.inc's finish_row with the row's sums merged from the shards."""
+    n = m.shape[0]
+    s_other = np.zeros(n)
+    zy = np.full(n, np.nan)
+    wy = np.zeros(n)
+    y = np.full(n, -1, dtype=np.int64)
+    w_sum = np.zeros(n)
+    for s in shards:
+        s_other += s.sumexp * _factor(s, m, mf)
+        held = s.pivot >= 0
+        zy = np.where(held, s.target_logit, zy)
+        wy = np.where(held, s.pivot_weight, wy)
+        y = np.where(held, s.pivot, y)
+        w_sum += s.weight_sum
+    has_y = y >= 0
+    has_nan |= has_y & np.isnan(zy)
+    s_total = s_other + np.where(has_y, np.exp(zy - mf), 0.0)
+    log_s = np.where(has_y & (zy == m), np.log1p(s_other), np.log(s_total))
+    lse = m + log_s
+    row = (1.0 - eps) * wy * ((m - zy) + log_s)
+    if eps > 0.0:
+        gap = np.zeros(n)
+        for s in shards:
+            gap += s.gap + s.weight_sum * (mf - _shift(s))
+        row = row + floor * (gap + w_sum * log_s)
+    row = row + zl * wy * lse * lse
+    row = np.where(has_y, row, 0.0)  # ignored rows; their weight makes them 0 anyway
+    p_coef_full = (1.0 - eps) * wy + floor * w_sum + 2.0 * zl * wy * lse
+    excess = floor * (w_sum - wy) + 2.0 * zl * wy * lse
+    p_coef = p_coef_full / s_total
+    exact_coef = excess - p_coef_full * (s_other / s_total)
+    return lse, row, p_coef, y, exact_coef, wy
+
+
+def _merge_prob(shards, m, mf, eps, floor, zl):
+    """Probability targets: as _merge_index, split around the row's first max class (the pivot
+    of the first shard, in class order, whose max is the row's)."""
+    n = m.shape[0]
+    finite = np.isfinite(m)
+    found = np.zeros(n, dtype=bool)
+    s_other = np.zeros(n)
+    t_other = np.zeros(n)
+    t_pivot = np.zeros(n)
+    k = np.full(n, -1, dtype=np.int64)
+    gap = np.zeros(n)
+    for s in shards:
+        star = ~found & finite & (s.max == m)
+        pivot_term = (s.pivot >= 0).astype(np.float64)  # exp(max_b - max_b) = 1
+        s_other += np.where(star, s.sumexp, (s.sumexp + pivot_term) * _factor(s, m, mf))
+        t_other += np.where(star, s.weight_sum, s.weight_sum + s.pivot_weight)
+        t_pivot = np.where(star, s.pivot_weight, t_pivot)
+        k = np.where(star, s.pivot, k)
+        gap += s.gap + (s.weight_sum + s.pivot_weight) * (mf - _shift(s))
+        found |= star
+    t_sum = t_other + t_pivot
+    s_total = 1.0 + s_other
+    log_s = np.log1p(s_other)
+    lse = m + log_s
+    row = gap + t_sum * log_s + zl * lse * lse
+    p_coef_full = t_sum + 2.0 * zl * lse
+    p_coef = p_coef_full / s_total
+    exact_coef = t_other + 2.0 * zl * lse - p_coef_full * (s_other / s_total)
+    return lse, row, p_coef, k, exact_coef, None
+
+
+def _denominator(first, sw, w_target):
+    """The 'mean' denominator as xentc._validate.mean_denominator computes it on one array."""
+    if first.kind == "prob":
+        return float(first.max.shape[0] if sw is None else sw.sum())
+    counted = first.counted
+    w = w_target[counted]
+    if sw is None:
+        return float(w.sum())
+    return float((sw[counted] * w).sum())
+
+
+def shard_grad(logits_block, target, totals, *, class_offset, weight=None, grad_output=None,
+               out=None, n_threads=None):
+    """The gradient of the combined loss with respect to one block of logits.
+
+    logits_block, target, class_offset, weight: as given to shard_stats for this block. totals:
+    combine_shards' result for these rows. grad_output as in xentc.cross_entropy_with_grad (for
+    the reduction totals was combined with). out: where to write (the block's shape and dtype,
+    any strides); out=logits_block overwrites the block in place. Returns the gradient array.
+    """
+    plan, scale, row_scale, grad = plan_shard_grad(
+        logits_block, target, totals, class_offset, weight, grad_output, out, n_threads)
+    if plan.n_rows == 0:
+        return grad
+    if totals.reduction == "mean":
+        # as cross_entropy_with_grad: a zero denominator gives an all-zero gradient
+        scale = scale / totals.denominator if totals.denominator != 0 else 0.0
+    row = totals.row_scale * scale
+    if row_scale is not None:
+        row = row * row_scale
+    counted = totals.row_scale != 0
+    with np.errstate(all="ignore"):
+        p_scale = row * totals.p_coef
+        exact_grad = row * totals.exact_coef
+    use_fill = (~counted | totals.nonfinite).astype(np.uint8)
+    fill = np.where(totals.nonfinite, np.nan, 0.0)
+    _kernels.shard_grad(
+        plan.logits, plan.n_rows, plan.n_block, class_offset=plan.class_offset,
+        target_prob=plan.target_prob, class_weight=plan.class_weight,
+        grad=as_matrix(grad), row_max=np.where(np.isfinite(totals.row_max), totals.row_max, 0.0),
+        p_scale=p_scale, t_scale=row * totals.t_keep, t_floor=row * totals.floor,
+        exact_grad=exact_grad, fill=fill, exact_class=totals.exact_class, use_fill=use_fill,
+        n_threads=plan.n_threads)
+    return grad

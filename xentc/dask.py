@@ -1,0 +1,430 @@
+"""xentc over dask.array: the core API's cross-entropy for arrays chunked by rows.
+
+    import xentc.dask
+    loss = xentc.dask.cross_entropy(logits, target)                 # a lazy 0-d dask array
+    loss, grad = xentc.dask.cross_entropy_with_grad(logits, target)   # grad chunked like logits
+
+The options, their checks and their messages are the core API's (xentc.cross_entropy). Checks of
+kind, dtype and shape run here, when the graph is built; checks of values (target indices in
+range, sample weights >= 0) run inside each block, where the data is, as the core API runs them
+before its kernels.
+
+Each block of rows runs the core kernels on its own (one task per block). 'none' gives a lazy
+array of row losses, the gradient a lazy array chunked like the logits. 'mean' and 'sum' give a
+0-d dask array: each block's sum of row losses, and for 'mean' each block's share of the
+denominator (a pass over the targets and sample weights alone, cheap), are added up over a tree
+of blocks whose shape depends only on the chunking (dask's reduction with a fixed split_every,
+each node an exactly rounded math.fsum). No sum depends on the order in which tasks finish, so a
+result is bitwise identical on every scheduler and worker count for a given chunking, and it
+equals the single-array call within the spec's tolerance. The gradient of a 'mean' needs the
+global denominator before any block can be scaled: it is computed first, then handed to every
+block of the fused loss + gradient pass.
+
+Logits whose class axis has more than one chunk (vocabulary shards) go to
+xentc._dask_shards.cross_entropy_blocks.
+
+from_npy / to_npy read and write .npy files on disk block by block: each task maps the file
+itself (np.load(mmap_mode="r")), so a graph carries only the path, never the data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import dask.array as da
+import numpy as np
+
+from . import _api
+from ._validate import (
+    check_grad_output_meta,
+    check_logits_meta,
+    check_options,
+    check_sample_weight_meta,
+    check_target_meta,
+    check_weight_meta,
+    class_weight_vector,
+    index_target_vector,
+    rows_denominator,
+    sample_weight_vector,
+)
+
+__all__ = ["NpyFile", "cross_entropy", "cross_entropy_with_grad", "from_npy", "to_npy"]
+
+# blockwise index letters: one per leading axis, "z" for the classes.
+_LEAD_LETTERS = "abcdefghijklmnopqrstuvwxy"
+_CLASS = "z"
+# Fan-in of the tree that adds the blocks' partial sums. Fixed, so that the tree (and with it
+# every rounding) depends on the number of blocks only.
+SPLIT_EVERY = 16
+
+
+# ---- inputs ------------------------------------------------------------------------------------
+
+
+def _meta(x, name):
+    """(x as a dask array or an ndarray, its dtype, its shape), without computing anything."""
+    if isinstance(x, da.Array):
+        if any(math.isnan(n) for n in x.shape):
+            raise ValueError(
+                f"{name} must have known chunk sizes; got shape {x.shape} "
+                "(call .compute_chunk_sizes() first)")
+        return x, x.dtype, x.shape
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    return arr, arr.dtype, arr.shape
+
+
+def _as_dask(x, chunks):
+    """x (dask or NumPy) as a dask array with exactly these chunks."""
+    if isinstance(x, da.Array):
+        return x.rechunk(chunks)
+    return da.from_array(x, chunks=chunks)
+
+
+class _Checked:
+    """The arguments of one call, checked for kind, dtype and shape (never for values)."""
+
+    def __init__(self, logits, target, weight, sample_weight, grad_output, options, with_grad):
+        logits, dtype, shape = _meta(logits, "logits")
+        check_logits_meta(dtype, shape)
+        self.options = check_options(*options)
+        self.dtype = np.dtype(dtype)
+        self.shape = tuple(shape)
+        self.n_classes = self.shape[-1]
+        lead_shape = self.shape[:-1]
+        if weight is not None:
+            weight, w_dtype, w_shape = _meta(weight, "weight")
+            check_weight_meta(w_dtype, w_shape, self.n_classes)
+        if sample_weight is not None:
+            sample_weight, s_dtype, s_shape = _meta(sample_weight, "sample_weight")
+            check_sample_weight_meta(s_dtype, s_shape, lead_shape)
+        target, t_dtype, t_shape = _meta(target, "target")
+        self.kind = check_target_meta(t_dtype, t_shape, self.shape)
+        self.grad_kind = None
+        if with_grad and grad_output is not None:
+            grad_output, g_dtype, g_shape = _meta(grad_output, "grad_output")
+            self.grad_kind = check_grad_output_meta(g_dtype, g_shape, self.options.reduction,
+                                                    lead_shape)
+        self.logits, self.target, self.weight = logits, target, weight
+        self.sample_weight, self.grad_output = sample_weight, grad_output
+
+
+# ---- what one block runs -----------------------------------------------------------------------
+
+
+def _block_denominator(target, weight, sample_weight, *, kind, n_classes, ignore_index,
+                       logits_dtype, lead_ndim):
+    """This block's share of the 'mean' denominator, as a (1, ..., 1) array. The values of the
+    targets and sample weights are checked here, as the core API checks them. (Probability
+    targets come here only with sample weights, which alone make their denominator.)"""
+    s = None if sample_weight is None else sample_weight_vector(sample_weight)
+    t = w = None
+    if kind == "index":
+        t = index_target_vector(target, n_classes, ignore_index)
+        w = None if weight is None else class_weight_vector(weight, logits_dtype)
+    n_rows = (t if t is not None else s).size
+    share = rows_denominator(t, ignore_index, w, s, n_rows)
+    return np.full((1,) * lead_ndim, share)
+
+
+def _block_xent(logits, target, weight, sample_weight, grad_output, denominator, *, options,
+                return_lse, with_grad):
+    """The core API on one block of rows. 'mean' runs as 'sum' here (the blocks' sums and the
+    global denominator are combined outside); its gradient is scaled by grad_output over the
+    global denominator, exactly as the single-array call scales it."""
+    reduction = options["reduction"]
+    kwargs = dict(options, reduction="sum" if reduction == "mean" else reduction,
+                  weight=weight, sample_weight=sample_weight, return_lse=return_lse)
+    if with_grad:
+        if reduction == "mean":
+            scale = 1.0 if grad_output is None else float(grad_output)
+            denominator = float(denominator)
+            grad_output = scale / denominator if denominator != 0 else 0.0
+        result = _api.cross_entropy_with_grad(logits, target, grad_output=grad_output, **kwargs)
+    else:
+        result = _api.cross_entropy(logits, target, **kwargs)
+    if not isinstance(result, tuple):
+        result = (result,)
+    names = ("loss", "lse", "grad") if return_lse else ("loss", "grad")
+    return dict(zip(names, result))
+
+
+def _one_block(result):
+    # Picking a row result contracts the class axis of the block layer: dask hands over the
+    # blocks along it as a list (of one: the classes are one chunk here).
+    if isinstance(result, list):
+        (result,) = result
+    return result
+
+
+def _pick(result, key):
+    return _one_block(result)[key]
+
+
+def _pick_sum(result, lead_ndim):
+    return np.full((1,) * lead_ndim, _one_block(result)["loss"], dtype=np.float64)
+
+
+def _fsum(x, axis=None, keepdims=False):
+    """chunk/combine/aggregate of the tree over blocks: an exactly rounded sum, so a node's
+    value does not even depend on the order of its inputs."""
+    total = math.fsum(np.asarray(x, dtype=np.float64).ravel().tolist())
+    if keepdims:
+        return np.full((1,) * np.ndim(x), total)
+    return np.float64(total)
+
+
+def _tree_sum(parts):
+    """The sum of a float64 array of per-block partials (one element, and one chunk, per
+    block), over a tree fixed by the chunking."""
+    return da.reduction(parts, _fsum, _fsum, combine=_fsum, axis=None, keepdims=False,
+                        dtype=np.float64, split_every=SPLIT_EVERY, concatenate=True,
+                        meta=np.float64(0.0), name="xentc-tree-sum")
+
+
+def _mean(total, denominator):
+    total, denominator = float(total), float(denominator)
+    return np.float64(total / denominator if denominator != 0 else math.nan)
+
+
+# ---- the graph ---------------------------------------------------------------------------------
+
+
+def _denominator(c, lead, lead_chunks, target, weight, sample_weight):
+    """The 'mean' denominator as a 0-d dask array (or a float when it is known now: probability
+    targets without sample weights)."""
+    if c.kind == "prob" and sample_weight is None:
+        return float(math.prod(c.shape[:-1]))
+    one_per_block = {ind: 1 for ind in lead}
+    parts = da.blockwise(
+        _block_denominator, lead,
+        target if c.kind == "index" else None, lead if c.kind == "index" else None,
+        weight, None if weight is None else _CLASS,
+        sample_weight, None if sample_weight is None else lead,
+        adjust_chunks=one_per_block, concatenate=True, dtype=np.float64,
+        meta=np.empty((0,) * len(lead), np.float64), token="xentc-denominator",
+        kind=c.kind, n_classes=c.n_classes, ignore_index=c.options.ignore_index,
+        logits_dtype=c.dtype, lead_ndim=len(lead))
+    return _tree_sum(parts)
+
+
+def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, label_smoothing,
+         z_loss, return_lse, n_threads, with_grad, grad_output=None):
+    c = _Checked(logits, target, weight, sample_weight, grad_output,
+                 (reduction, ignore_index, label_smoothing, z_loss, n_threads), with_grad)
+    options = {"ignore_index": ignore_index, "reduction": c.options.reduction,
+               "label_smoothing": label_smoothing, "z_loss": z_loss, "n_threads": n_threads}
+
+    if len(c.shape) == 1:
+        # One row: run it as a (1, C) block and give back the shapes the core API gives.
+        return _one_row(c, options, return_lse, with_grad)
+
+    logits = c.logits
+    if not isinstance(logits, da.Array):
+        # NumPy logits: blocks of rows, never a split row.
+        logits = da.from_array(logits, chunks=("auto",) * (len(c.shape) - 1) + (-1,))
+    if len(logits.chunks[-1]) > 1:
+        return _class_chunked(logits, c, options, return_lse, with_grad)
+
+    ndim = len(c.shape)
+    lead = _LEAD_LETTERS[:ndim - 1]
+    full = lead + _CLASS
+    lead_chunks = logits.chunks[:-1]
+    target = _as_dask(c.target, lead_chunks if c.kind == "index" else logits.chunks)
+    weight = None if c.weight is None else _as_dask(c.weight, (c.n_classes,))
+    sample_weight = None if c.sample_weight is None else _as_dask(c.sample_weight, lead_chunks)
+
+    grad_output, grad_ind = None, None
+    if c.grad_kind == "rows":
+        grad_output, grad_ind = _as_dask(c.grad_output, lead_chunks), lead
+    elif c.grad_kind == "scalar":
+        if isinstance(c.grad_output, da.Array):
+            grad_output, grad_ind = c.grad_output, ""
+        else:
+            grad_output = float(np.asarray(c.grad_output))
+
+    denominator, den_ind = None, None
+    if c.options.reduction == "mean":
+        denominator = _denominator(c, lead, lead_chunks, target, weight, sample_weight)
+        den_ind = "" if isinstance(denominator, da.Array) else None
+
+    # One task per block of rows, holding all of that block's results (a dict); the arrays below
+    # pick from it. It has the logits' index (no axis contracted), so that dask's optimizer can
+    # fuse the task that reads a block of logits (from_npy's, say) into it (it does when one
+    # output is computed); either way each block is read and computed once.
+    blocks = da.blockwise(
+        _block_xent, full,
+        logits, full,
+        target, lead if c.kind == "index" else full,
+        weight, None if weight is None else _CLASS,
+        sample_weight, None if sample_weight is None else lead,
+        grad_output, grad_ind,
+        denominator, den_ind,
+        meta=np.empty((0,) * ndim, dtype=object), token="xentc-blocks",
+        options=options, return_lse=return_lse, with_grad=with_grad)
+
+    rows_meta = np.empty((0,) * (ndim - 1), dtype=c.dtype)
+    if c.options.reduction == "none":
+        loss = da.blockwise(_pick, lead, blocks, full, "loss", None, concatenate=False,
+                            meta=rows_meta, token="xentc-loss")
+    else:
+        parts = da.blockwise(_pick_sum, lead, blocks, full, ndim - 1, None, concatenate=False,
+                             adjust_chunks=dict.fromkeys(lead, 1), dtype=np.float64,
+                             meta=np.empty((0,) * (ndim - 1), np.float64),
+                             token="xentc-block-sums")
+        loss = _tree_sum(parts)
+        if c.options.reduction == "mean":
+            loss = da.map_blocks(_mean, loss, denominator, dtype=np.float64,
+                                 meta=np.float64(0.0), token="xentc-mean")
+    out = [loss]
+    if return_lse:
+        out.append(da.blockwise(_pick, lead, blocks, full, "lse", None, concatenate=False,
+                                meta=rows_meta, token="xentc-lse"))
+    if with_grad:
+        out.append(da.map_blocks(_pick, blocks, "grad", dtype=c.dtype,
+                                 meta=np.empty((0,) * ndim, dtype=c.dtype),
+                                 token="xentc-grad"))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def _one_row(c, options, return_lse, with_grad):
+    def as_rows(x):
+        if x is None:
+            return None
+        return x[None] if isinstance(x, da.Array) else np.asarray(x)[None]
+
+    logits, target = as_rows(c.logits), as_rows(c.target)
+    sample_weight = as_rows(c.sample_weight)
+    # grad_output of a single row is a scalar (the row's shape is ()); it stays one.
+    kwargs = dict(options, weight=c.weight, sample_weight=sample_weight, return_lse=return_lse)
+    if with_grad:
+        kwargs["grad_output"] = c.grad_output
+    result = _run(logits, target, with_grad=with_grad, **kwargs)
+    result = list(result) if isinstance(result, tuple) else [result]
+    if c.options.reduction == "none":
+        result[0] = result[0].reshape(())
+    if return_lse:
+        result[1] = result[1].reshape(())
+    if with_grad:
+        result[-1] = result[-1].reshape(c.shape)
+    return result[0] if len(result) == 1 else tuple(result)
+
+
+def _class_chunked(logits, c, options, return_lse, with_grad):
+    """Logits split along the classes: xentc._dask_shards merges the row statistics of the
+    class blocks (vocabulary shards)."""
+    try:
+        from ._dask_shards import cross_entropy_blocks
+    except ModuleNotFoundError as exc:
+        if exc.name != __package__ + "._dask_shards":
+            raise
+        raise NotImplementedError(
+            f"logits chunked along the class axis (chunks {logits.chunks[-1]}) need "
+            "xentc._dask_shards, which this build of xentc lacks; rechunk the logits to one "
+            "chunk along the classes (logits.rechunk({-1: -1}))") from None
+    kwargs = dict(options, weight=c.weight, sample_weight=c.sample_weight)
+    if with_grad:
+        kwargs["grad_output"] = c.grad_output
+    return cross_entropy_blocks(logits, c.target, with_grad=with_grad, return_lse=return_lse,
+                                **kwargs)
+
+
+# ---- the public functions ----------------------------------------------------------------------
+
+
+def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, z_loss=0.0, return_lse=False,
+                  n_threads=None):
+    """xentc.cross_entropy for dask arrays (and NumPy arrays mixed in).
+
+    logits: a dask array of shape (..., C), chunked along the leading axes any way. target,
+    weight, sample_weight: dask or NumPy arrays, rechunked to the logits' blocks of rows.
+    Returns lazy dask arrays: the row losses for 'none', a 0-d float64 array for 'mean'/'sum';
+    (loss, lse) with return_lse=True. n_threads applies to each block's kernel.
+    """
+    return _run(logits, target, weight=weight, sample_weight=sample_weight,
+                ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+                z_loss=z_loss, return_lse=return_lse, n_threads=n_threads, with_grad=False)
+
+
+def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
+                            ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                            return_lse=False, n_threads=None, grad_output=None):
+    """xentc.cross_entropy_with_grad for dask arrays: (loss, grad) or (loss, lse, grad), lazy.
+
+    grad is chunked like the logits; grad_output is a scalar (Python, NumPy or a 0-d dask array)
+    or, for 'none', an array of shape logits.shape[:-1]. There is no out=: write the gradient
+    with dask.array.store (to_npy writes it into a .npy file on disk).
+    """
+    return _run(logits, target, weight=weight, sample_weight=sample_weight,
+                ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+                z_loss=z_loss, return_lse=return_lse, n_threads=n_threads, with_grad=True,
+                grad_output=grad_output)
+
+
+# ---- .npy files on disk ------------------------------------------------------------------------
+
+
+class NpyFile:
+    """A .npy file on disk as an array-like for dask.array.from_array and dask.array.store.
+
+    Each read or write maps the file anew in the process that runs it (np.load with mmap_mode),
+    so that a task holds only its own block and pickling this object ships only the path. Reads
+    return views of the mapping (no copy); the core API reads memory-mapped logits in place.
+    """
+
+    def __init__(self, path, mode="r"):
+        if mode not in ("r", "r+"):
+            raise ValueError(f"mode must be 'r' or 'r+'; got {mode!r}")
+        self.path = os.fspath(path)
+        self.mode = mode
+        header = np.load(self.path, mmap_mode="r")
+        self.shape, self.dtype = header.shape, header.dtype
+        del header
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def __getitem__(self, index):
+        return np.load(self.path, mmap_mode="r")[index]
+
+    def __setitem__(self, index, value):
+        if self.mode != "r+":
+            raise ValueError(f"NpyFile({self.path!r}) was opened read-only (mode 'r')")
+        mapped = np.load(self.path, mmap_mode="r+")
+        mapped[index] = value
+        # No flush: the pages are the page cache's; other processes mapping the file see them,
+        # and the kernel writes them back (call os.fsync on the file for durability).
+        del mapped
+
+    def __dask_tokenize__(self):
+        stat = os.stat(self.path)
+        return (type(self).__name__, self.path, self.mode, stat.st_size, stat.st_mtime_ns)
+
+    def __repr__(self):
+        return f"NpyFile({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def from_npy(path, chunks=None):
+    """A dask array over a .npy file, read lazily: each task maps the file and reads its block.
+
+    chunks: as dask.array.from_array takes them; None chunks the leading axes ("auto", dask's
+    default block size) and keeps each row's classes in one block.
+    """
+    source = NpyFile(path)
+    if chunks is None:
+        chunks = ("auto",) * (source.ndim - 1) + (-1,)
+    # inline_array: each task holds the (tiny) NpyFile itself instead of depending on one shared
+    # key that a distributed scheduler would have to copy between workers.
+    return da.from_array(source, chunks=chunks, asarray=True, lock=False, inline_array=True)
+
+
+def to_npy(x, path, *, compute=True, **store_kwargs):
+    """Write a dask array to a new .npy file at `path` through dask.array.store: each task maps
+    the file and writes its own block (blocks are disjoint regions, so no lock is needed).
+    compute=False returns the store's lazy result instead (see dask.array.store)."""
+    fresh = np.lib.format.open_memmap(os.fspath(path), mode="w+", dtype=x.dtype, shape=x.shape)
+    del fresh
+    store_kwargs.setdefault("lock", False)
+    return da.store(x, NpyFile(path, mode="r+"), compute=compute, **store_kwargs)
