@@ -6,7 +6,14 @@ OUTSIDE = cd "$${TMPDIR:-/tmp}" &&
 # than skips). TEST_EXTRAS=test runs the suite without dask.
 TEST_EXTRAS ?= test,dask
 
-.PHONY: help build test test-slow bench bench-pytest bench-dask demo wheel clean
+# Hardening (README, "Hardening"): the sanitizer build lives in its own environment, outside
+# the checkout; FUZZ_SECONDS is the length of `make fuzz`.
+SANITIZE_VENV ?= $(CURDIR)/../venv-asan
+FUZZ_SECONDS ?= 600
+PYTEST_ARGS = -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)"
+
+.PHONY: help build test test-slow bench bench-pytest bench-dask demo wheel clean sanitize-build \
+    sanitize fuzz valgrind
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -18,8 +25,26 @@ test:  ## install xentc and its test extras (TEST_EXTRAS), then run the suite ag
 	$(PYTHON) -m pip install ".[$(TEST_EXTRAS)]"
 	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/tests"
 
-test-slow: build  ## the slow tests only: arrays past 2**31 elements (~9 GB of memory)
-	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" -m slow "$(CURDIR)/tests"
+test-slow: build  ## the slow tests only: arrays past 2**31 elements (~10 GB of memory); prints timings
+	$(OUTSIDE) $(PYTHON) -m pytest -s -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" -m slow "$(CURDIR)/tests"
+
+sanitize-build:  ## build xentc with ASan+UBSan (XENTC_SANITIZE=1) into $(SANITIZE_VENV)
+	bash tools/sanitize_build.sh "$(SANITIZE_VENV)" $(PYTHON)
+
+sanitize: sanitize-build  ## the suite (ARGS: files, options) under ASan+UBSan; fails on any report
+	$(OUTSIDE) XENTC_FUZZ_SECONDS=$${XENTC_FUZZ_SECONDS:-120} $(PYTHON) \
+	    "$(CURDIR)/tools/sanitize_run.py" --python "$(SANITIZE_VENV)/bin/python" -- \
+	    -m pytest -q $(PYTEST_ARGS) $(or $(ARGS),"$(CURDIR)/tests")
+
+fuzz: build  ## the boundary fuzzer for FUZZ_SECONDS (600) seconds; prints the number of cases
+	$(OUTSIDE) $(PYTHON) "$(CURDIR)/tests/test_fuzz.py" --seconds $(FUZZ_SECONDS) $(ARGS)
+
+valgrind: build  ## memcheck a small run of every function (AVX2 kernels); prints the ERROR SUMMARY
+	$(OUTSIDE) PYTHONMALLOC=malloc XENTC_ISA=$${XENTC_ISA:-avx2} valgrind --tool=memcheck \
+	    --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+	    --suppressions="$(CURDIR)/tools/valgrind-python.supp" --log-file=xentc-valgrind.log \
+	    $(PYTHON) "$(CURDIR)/tools/valgrind_check.py"; \
+	    status=$$?; grep "ERROR SUMMARY" xentc-valgrind.log; exit $$status
 
 bench: build  ## install xentc, then run the benchmark report (python -m xentc.bench; ARGS=--quick etc.)
 	$(OUTSIDE) $(PYTHON) -m xentc.bench $(ARGS)

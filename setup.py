@@ -4,6 +4,11 @@ Environment switches (read at build time):
   XENTC_NO_OPENMP=1       build the kernels serially on purpose (n_threads is then always 1)
   XENTC_FAIL_NO_OPENMP=1  fail, instead of warning and building serially, when OpenMP is missing
                           (CI sets it, so a broken OpenMP probe cannot pass unnoticed)
+  XENTC_SANITIZE=1        a debugging build under AddressSanitizer and UndefinedBehaviorSanitizer
+                          (gcc or clang): every C file with -fsanitize=address,undefined
+                          -fno-omit-frame-pointer -g -O1 -fno-wrapv, linked with -fsanitize=...
+                          It imports only with the ASan runtime preloaded: tools/sanitize_run.py
+                          does that (README, "Hardening").
 The probes below also read CFLAGS, CPPFLAGS and LDFLAGS (and ARCHFLAGS on macOS), as the build
 itself does: that is how a libomp outside the compiler's search path is found (README, "Install").
 The build never uses -march=native: the wheel must run on every CPU of its platform. Instead the
@@ -126,6 +131,28 @@ def is_x86_64():
     return sysconfig.get_platform().rsplit("-", 1)[-1].lower() in {"x86_64", "amd64"}
 
 
+def sanitize_flags():
+    """(compile flags, link flags) of the sanitizer build (XENTC_SANITIZE=1), else ([], []).
+
+    OpenMP stays on: gcc's libgomp starts its threads through pthread_create, which the preloaded
+    ASan runtime intercepts, so the threaded paths (per-thread scratch rows, split rows) are
+    checked too, and no report came from libgomp itself (README, "Hardening"). A compiler whose
+    OpenMP runtime disagrees with ASan can still build it serially with XENTC_NO_OPENMP=1."""
+    if not flag_on("XENTC_SANITIZE"):
+        return [], []
+    if sys.platform == "win32":
+        raise RuntimeError("xentc: XENTC_SANITIZE=1 needs gcc or clang (-fsanitize)")
+    sanitizers = "-fsanitize=address,undefined"
+    # -O1 after the -O3 of base_flags (the last -O wins): fast enough for the whole test suite,
+    # and the reports' line numbers still match the source. -fno-wrapv undoes the -fwrapv of
+    # Python's own CFLAGS, under which signed overflow is defined and UBSan never reports it:
+    # an index computation that overflows int64 (or a narrowing int) must show.
+    return [sanitizers, "-fno-omit-frame-pointer", "-g", "-O1", "-fno-wrapv"], [sanitizers]
+
+
+SANITIZE_COMPILE, SANITIZE_LINK = sanitize_flags()
+
+
 def base_flags():
     if sys.platform == "win32":
         return ["/O2", "/fp:precise"]
@@ -134,7 +161,7 @@ def base_flags():
     # the FMA builds fuse the exp's multiply-adds (strict -std=c99 turns contraction off: the
     # AVX2+FMA and AVX-512 kernels had no FMA at all). No -ffast-math: NaN and inf must keep
     # their IEEE meaning (the spec's NaN-row and masked-class rules).
-    return ["-O3", "-fno-trapping-math", "-ffp-contract=fast", "-std=c99"]
+    return ["-O3", "-fno-trapping-math", "-ffp-contract=fast", "-std=c99", *SANITIZE_COMPILE]
 
 
 def flags_stamp(name, flags):
@@ -181,7 +208,7 @@ def kernel_libraries(omp_compile):
 
 
 def extension(macros, omp_compile, omp_link):
-    stamp = flags_stamp("extension", base_flags() + omp_compile + omp_link +
+    stamp = flags_stamp("extension", base_flags() + omp_compile + omp_link + SANITIZE_LINK +
                         [f"-D{name}={value}" for name, value in macros])
     return Extension(
         "xentc._kernels",
@@ -190,7 +217,7 @@ def extension(macros, omp_compile, omp_link):
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), *macros],
         extra_compile_args=base_flags() + omp_compile,
-        extra_link_args=omp_link,
+        extra_link_args=omp_link + SANITIZE_LINK,
         depends=[*(os.path.join("src_c", f) for f in os.listdir("src_c")), stamp],
     )
 

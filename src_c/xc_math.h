@@ -50,10 +50,12 @@ XC_FORCE_INLINE float xc_expf_core(float x)
     const float q45 = 1.0f / 720.0f + r * (1.0f / 5040.0f);
     const float q = (q01 + r2 * q23) + r4 * q45;
     const float p = (1.0f + r) + r2 * q;
-    int32_t bits;
+    uint32_t bits;
     memcpy(&bits, &t, sizeof bits);
-    /* t's low bits hold n + 2^22; move n into the exponent field (bias 127). |n| <= 127 here. */
-    int32_t ebits = (bits - 0x4B400000 + 127) << 23;
+    /* t's low bits hold n + 2^22; move n into the exponent field (bias 127). |n| <= 127 here.
+     * Unsigned: for a NaN x the shift carries into the sign bit, undefined for a signed int
+     * (UBSan, the sanitizer build); the result is NaN either way. */
+    uint32_t ebits = (bits - 0x4B400000u + 127u) << 23;
     float scale;
     memcpy(&scale, &ebits, sizeof scale);
     return p * scale;
@@ -73,9 +75,9 @@ XC_FORCE_INLINE double xc_exp_core(double x)
     const double q1011 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
     const double q = ((q01 + r2 * q23) + r4 * (q45 + r2 * q67)) + r8 * (q89 + r2 * q1011);
     const double p = (1.0 + r) + r2 * q;
-    int64_t bits;
+    uint64_t bits;
     memcpy(&bits, &t, sizeof bits);
-    int64_t ebits = (bits - 0x4338000000000000LL + 1023) << 52;
+    uint64_t ebits = (bits - 0x4338000000000000ULL + 1023u) << 52; /* unsigned: as above */
     double scale;
     memcpy(&scale, &ebits, sizeof scale);
     return p * scale;

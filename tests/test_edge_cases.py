@@ -6,6 +6,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+import scipy.special
 from _naive import assert_close
 from _naive import cross_entropy as naive
 from _naive import logsumexp as naive_lse
@@ -401,3 +402,123 @@ def test_repeated_calls_do_not_leak():
     grown = _rss_bytes() - rss0
     assert traced < 1 << 20, f"tracemalloc: {traced} bytes still allocated after 1000 calls"
     assert grown < 8 << 20, f"RSS grew by {grown} bytes over 1000 calls"
+
+
+# ---- regressions found by tests/test_fuzz.py -----------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, NEG_INF], ids=["nan", "pos-inf", "neg-inf"])
+def test_zero_mean_denominator_zeroes_every_gradient_row(dtype, bad):
+    # Every target's class weight is 0, so the 'mean' denominator is 0: the mean is nan and the
+    # whole gradient 0 (spec), also for a counted row holding NaN (or a non-finite max), which
+    # got its NaN gradient row before.
+    logits = np.array([[0.5, -1.0, 2.0], [bad, bad, bad], [1.0, 0.0, -1.0]], dtype=dtype)
+    target = np.array([0, 0, 0])
+    weight = np.array([0.0, 1.0, 1.0])
+    for out in (None, "logits"):
+        work = logits.copy()
+        kw = {"out": work} if out else {}
+        loss, lse, grad = xentc.cross_entropy_with_grad(work, target, weight=weight,
+                                                        return_lse=True, **kw)
+        assert np.isnan(loss), f"mean over a zero denominator is nan, got {loss} (out={out})"
+        assert np.all(grad == 0), f"gradient not all zero (out={out}): {grad}"
+        with np.errstate(invalid="ignore"):
+            expected_lse = scipy.special.logsumexp(logits.astype(np.float64), axis=-1)
+        np.testing.assert_allclose(lse, expected_lse, rtol=TOL[logits.dtype]["rtol"],
+                                   err_msg=f"lse of the logits as passed in (out={out})")
+
+
+def test_log_softmax_keeps_the_log_of_the_sum_beside_huge_logits(dtype):
+    # Two tied maxima far beyond every other logit: log_softmax there is -log(2). It was computed
+    # as lse - max, where lse = max + log(2) rounds back to max (1e150 in float64, 1e30 in
+    # float32), giving 0. scipy.special.log_softmax gives -log(2).
+    huge = 1e30 if dtype == np.float32 else 1e150
+    x = np.array([[huge, 1.0, huge, -3.0], [1.0, 2.0, 3.0, 4.0]], dtype=dtype)
+    got = xentc.log_softmax(x)
+    x64 = x.astype(np.float64)
+    peak = x64.max(axis=1, keepdims=True)
+    want = (x64 - peak) - np.log(np.exp(x64 - peak).sum(axis=1, keepdims=True))
+    np.testing.assert_allclose(got, want, rtol=TOL[x.dtype]["rtol"])
+    np.testing.assert_allclose(xentc.softmax(x), np.exp(want), rtol=TOL[x.dtype]["rtol"])
+
+
+def test_with_grad_takes_nested_lists(dtype):
+    # cross_entropy took logits as a nested list (np.asarray, float64) while
+    # cross_entropy_with_grad failed with AttributeError on the list's missing .shape.
+    logits = [[0.5, -1.0, 2.0], [1.0, 0.0, -1.0]]
+    target = np.array([2, 0])
+    loss, grad = xentc.cross_entropy_with_grad(logits, target)
+    assert grad.dtype == np.float64 and grad.shape == (2, 3)
+    assert loss == xentc.cross_entropy(np.array(logits), target)
+    np.testing.assert_array_equal(grad, xentc.cross_entropy_with_grad(np.array(logits), target)[1])
+    out = np.empty((2, 3))
+    assert xentc.cross_entropy_with_grad(logits, target, out=out)[1] is out
+
+
+@pytest.mark.parametrize("view", ["flipped-row-axis", "restrided-row-axis"])
+def test_out_differing_only_in_a_length_one_axis_is_in_place(rng, dtype, view):
+    # np.flip along an axis of length 1 changes its stride but no element's address: exactly the
+    # same elements in the same layout, so the spec's out=logits. It was refused as overlapping.
+    logits = rng.standard_normal((1, 6)).astype(dtype)
+    target = np.array([4])
+    expected = xentc.cross_entropy_with_grad(logits, target)[1]
+    work = logits.copy()
+    if view == "flipped-row-axis":
+        out = np.flip(work, axis=0)
+    else:
+        out = np.lib.stride_tricks.as_strided(work, strides=(12345 * work.itemsize,
+                                                             work.strides[1]))
+    assert out.strides != work.strides
+    _, grad = xentc.cross_entropy_with_grad(work, target, out=out)
+    np.testing.assert_array_equal(work, expected)
+    assert np.shares_memory(grad, work)
+    # a real overlap in another layout is still refused
+    with pytest.raises(ValueError, match="out"):
+        xentc.cross_entropy_with_grad(work, target, out=work[:, ::-1])
+
+
+def _misaligned(values):
+    """`values` copied into memory one byte off its dtype's alignment, C-contiguous."""
+    values = np.asarray(values)
+    buf = np.zeros(values.nbytes + values.itemsize, dtype=np.uint8)
+    out = np.ndarray(values.shape, values.dtype, buffer=buf, offset=1)
+    out[...] = values
+    assert not out.flags.aligned and out.flags.c_contiguous
+    return out
+
+
+@pytest.mark.parametrize("shape", [(1,), (3, 1), (4, 6)], ids=str)
+def test_misaligned_contiguous_inputs_reach_the_kernels_aligned(rng, dtype, shape):
+    # np.ascontiguousarray returns a misaligned array that is already C-contiguous unchanged, so
+    # such logits (and weights, targets, grad_output) reached the C kernels misaligned: UBSan's
+    # "load of misaligned address" under the sanitizer build (xc_api.h promises aligned data).
+    from xentc import _validate
+
+    logits = rng.standard_normal(shape).astype(dtype)
+    lead = shape[:-1]
+    c = shape[-1]
+    target = rng.integers(0, c, size=lead)
+    weight = rng.uniform(0.5, 2.0, c).astype(dtype)
+    sample_weight = rng.uniform(0.5, 2.0, lead)
+    kw = {"weight": weight, "sample_weight": sample_weight, "reduction": "none"}
+    bad = {"weight": _misaligned(weight), "sample_weight": _misaligned(sample_weight),
+           "reduction": "none"}
+    plan = _validate.plan_cross_entropy(_misaligned(logits), _misaligned(target), bad["weight"],
+                                        bad["sample_weight"], -100, "none", 0.0, 0.0, 1)
+    for name in ("target_index", "class_weight", "sample_weight"):
+        assert getattr(plan, name).flags.aligned, f"{name} handed to the kernel misaligned"
+    assert plan.logits.array.flags.aligned, "logits handed to the kernel misaligned"
+    if lead:
+        _, rows = _validate.check_grad_output(_misaligned(sample_weight), "none", lead)
+        assert rows.flags.aligned, "grad_output handed to the kernel misaligned"
+    probs = _validate.plan_cross_entropy(logits, _misaligned(np.full(shape, 1.0 / c, dtype)),
+                                         None, None, -100, "none", 0.0, 0.0, 1).target_prob
+    assert probs.array.flags.aligned, "probabilities handed to the kernel misaligned"
+    for fn in (xentc.logsumexp, xentc.softmax, xentc.log_softmax):
+        assert _validate.plan_rows(_misaligned(logits), -1)[1].flags.aligned
+        np.testing.assert_array_equal(fn(_misaligned(logits)), fn(logits))
+    want = xentc.cross_entropy_with_grad(logits, target, grad_output=sample_weight, **kw)
+    got = xentc.cross_entropy_with_grad(_misaligned(logits), _misaligned(target),
+                                        grad_output=_misaligned(sample_weight), **bad)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])

@@ -114,6 +114,13 @@ COMMON = [
        "n_threads") for v in (True, 2.0, "2")],
     ("ignore_index-float", lambda: (logits_(), target_(), {"ignore_index": 1.5}), TypeError,
      "ignore_index"),
+    # Found by tests/test_fuzz.py: an int beyond the float range raised OverflowError, and a
+    # NumPy complex scalar passed with its imaginary part dropped.
+    *[(f"{name}-int-beyond-float", lambda name=name, v=v: (logits_(), target_(), {name: v}),
+       ValueError, name) for name in ("label_smoothing", "z_loss") for v in (10**400, -(10**400))],
+    *[(f"{name}-numpy-complex", lambda name=name: (logits_(), target_(),
+                                                   {name: np.complex128(0.1 + 1j)}),
+       TypeError, name) for name in ("label_smoothing", "z_loss")],
 ]
 
 GRAD_OUTPUT = [

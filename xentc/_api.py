@@ -81,13 +81,22 @@ def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
         "target": target, "weight": weight, "sample_weight": sample_weight,
         "grad_output": grad_output})
     denominator = None
+    nothing_counts = False
     if plan.reduction == "mean":
         denominator = mean_denominator(plan)
         # A zero denominator (every row ignored or weighted 0) gives a NaN mean and, as torch,
-        # an all-zero gradient.
-        scale = scale / denominator if denominator != 0 else 0.0
-    loss, lse = _run(plan, grad=grad, grad_fresh=out is None, grad_scale=scale,
-                     row_grad_scale=row_scale, return_lse=return_lse, denominator=denominator)
+        # an all-zero gradient: also for a counted row of class weight 0 holding NaN, to which
+        # the kernel would give its NaN gradient row. So the kernel computes the loss (and lse)
+        # only, and the zeros are written after it (after the lse, also with out=logits).
+        if denominator != 0:
+            scale = scale / denominator
+        else:
+            nothing_counts = True
+    loss, lse = _run(plan, grad=None if nothing_counts else grad, grad_fresh=out is None,
+                     grad_scale=scale, row_grad_scale=row_scale, return_lse=return_lse,
+                     denominator=denominator)
+    if nothing_counts:
+        grad[...] = 0
     return (loss, lse, grad) if return_lse else (loss, grad)
 
 

@@ -62,7 +62,9 @@ def _kernel_ready(a):
     if (a.dtype.isnative and a.flags.aligned
             and all(s % a.itemsize == 0 for s in a.strides)):
         return a
-    return np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+    # np.array copies always; np.ascontiguousarray would hand back a misaligned array that is
+    # already C-contiguous as it is (UBSan's misaligned loads in the kernels, found by fuzzing).
+    return np.array(a, dtype=a.dtype.newbyteorder("="), order="C")
 
 
 def as_matrix(a):
@@ -90,7 +92,12 @@ def _rows_vector(a, dtype):
     flat = np.asarray(a, dtype=dtype)
     if flat.ndim == 1 and flat.dtype.isnative and flat.flags.aligned:
         return flat
-    return np.ascontiguousarray(flat.reshape(-1))
+    return np.array(flat, dtype=dtype, order="C").reshape(-1)  # a copy: aligned (_kernel_ready)
+
+
+def _aligned(a):
+    """`a`, copied when misaligned (np.ascontiguousarray returns a contiguous array as it is)."""
+    return a if a.flags.aligned else a.copy()
 
 
 def check_float_dtype(dtype, name):
@@ -124,9 +131,15 @@ def check_logits(logits):
 
 
 def _real_scalar(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.number)):
+    # numbers.Real holds NumPy's integer and floating scalars, not its complex ones (np.number
+    # would let np.complex128(0.1 + 1j) through as 0.1, the imaginary part silently dropped).
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number; got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond the float range (10**400): out of every range here
+        raise ValueError(f"{name} must be a real number in the float range; got an int of "
+                         f"{value.bit_length()} bits") from None
 
 
 def check_reduction(reduction):
@@ -254,7 +267,7 @@ def scan_class_indices(t, n_classes, ignore_index):
 
 def class_weight_vector(weight, dtype):
     """Checked class weights as the kernels read them: contiguous, in the logits' dtype."""
-    return np.ascontiguousarray(weight, dtype=dtype)
+    return _aligned(np.ascontiguousarray(weight, dtype=dtype))
 
 
 def sample_weight_vector(sample_weight):
@@ -364,18 +377,24 @@ def _overlaps(a, b):
 
 
 def _same_elements(a, b):
+    # The stride of an axis of length 1 never moves to another element: a view that differs
+    # only there (np.flip of a (1, C) array along its rows) is the same elements in the same
+    # layout, and as_matrix describes both alike.
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+            and a.shape == b.shape and a.dtype == b.dtype
+            and all(sa == sb for sa, sb, n in zip(a.strides, b.strides, a.shape) if n > 1))
 
 
 def check_out(out, logits, dtype, others):
     """`out` (or a fresh array) for the gradient. `others`: the inputs `out` must not touch."""
+    # logits as the caller passed them: an ndarray, or anything np.asarray took (a nested list)
+    shape = logits.shape if isinstance(logits, np.ndarray) else np.shape(logits)
     if out is None:
-        return np.empty(logits.shape, dtype=dtype)
+        return np.empty(shape, dtype=dtype)
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray; got {type(out).__name__}")
-    if out.shape != logits.shape:
-        raise ValueError(f"out must have the logits' shape {logits.shape}; got {out.shape}")
+    if out.shape != shape:
+        raise ValueError(f"out must have the logits' shape {shape}; got {out.shape}")
     if out.dtype != dtype:
         raise ValueError(f"out must have dtype {dtype} (native byte order); got {out.dtype}")
     if not out.flags.writeable:
@@ -493,7 +512,7 @@ def _check_shard_weight(weight, arr, class_offset, n_classes):
         raise ValueError(
             f"weight must be 1-D with one entry per class ({n_classes}) or per class of the "
             f"block ({n_block}); got shape {w.shape}")
-    return np.ascontiguousarray(w, dtype=arr.dtype)
+    return _aligned(np.ascontiguousarray(w, dtype=arr.dtype))
 
 
 def plan_shard(logits_block, target, class_offset, n_classes, weight, ignore_index,
