@@ -449,9 +449,7 @@ class ShardPlan(NamedTuple):
 
 def _check_shard_target(target, arr, lead_shape, n_classes, ignore_index):
     """(int64 index targets or None, probability Matrix or None), as for the whole array,
-    except that index targets are GLOBAL: in [0, n_classes), not [0, B). (This section uses no
-    helper of the core checks but the basic ones above, so that it stands beside their
-    changes.)"""
+    except that index targets are GLOBAL: in [0, n_classes), not [0, B)."""
     t = target if isinstance(target, np.ndarray) else np.asarray(target)
     if t.dtype.kind in "iu":
         if t.shape != lead_shape:
@@ -459,12 +457,7 @@ def _check_shard_target(target, arr, lead_shape, n_classes, ignore_index):
                 f"target must have shape logits_block.shape[:-1] = {lead_shape} for class "
                 f"indices (or logits_block.shape = {arr.shape} for the block's probabilities); "
                 f"got {t.shape}")
-        if t.size and (t.min() < 0 or t.max() >= n_classes):
-            bad = (t != ignore_index) & ((t < 0) | (t >= n_classes))
-            if bad.any():
-                raise ValueError(
-                    f"target must hold class indices in [0, {n_classes}) or ignore_index="
-                    f"{ignore_index}; found {int(t[bad].flat[0])}")
+        scan_class_indices(t, n_classes, ignore_index)
         return _rows_vector(t, np.int64), None
     if t.dtype.kind == "f":
         if t.itemsize not in (4, 8):
