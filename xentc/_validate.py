@@ -484,9 +484,7 @@ def _shard_sample_weight(sample_weight, lead_shape):
         raise ValueError(
             f"sample_weight must have the rows' shape {lead_shape}; got {s.shape}")
     rows_weight = _rows_vector(s, np.float64)
-    bad = ~(rows_weight >= 0)  # NaN fails too
-    if bad.any():
-        raise ValueError(f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
+    scan_sample_weight(rows_weight)
     return rows_weight
 
 
