@@ -1,6 +1,7 @@
 """Accuracy of xentc on float16 and bfloat16 logits, for the README's "Half-precision logits".
 
     python tools/half_accuracy.py            # run from outside the checkout: the installed xentc
+    python tools/half_accuracy.py --speed    # also: time of each variant over plain float32
 
 For each 16-bit dtype and shape, logits 3 * N(0, 1) (rounded to the dtype) and random index
 targets, it compares xentc with the float64 reference of tests/reference.py evaluated on the
@@ -10,9 +11,12 @@ targets, it compares xentc with the float64 reference of tests/reference.py eval
              size), the 16-bit gradient widened exactly
   f32 grad   the same for the float32 kernel on the widened logits (what the 16-bit path
              computes before it rounds the gradient to its dtype)
-  half ulp   half a unit in the last place of the dtype at the largest |reference| entry: what
-             the final rounding alone may cost
+  unit rnd   the dtype's unit roundoff (2^-11, 2^-8): what rounding a gradient entry of size
+             up to 1 to the dtype may cost
 The reference is slow (pure Python, exactly rounded sums): ~15 s for everything.
+--speed times loss + gradient (out= reused, one thread, min of 15 calls) at (64, 32000) under
+each instruction set: float32 with logit_scale, with softcap, float16 and bfloat16 logits, each
+as a ratio to plain float32. A quick ratio, not a benchmark (python -m xentc.bench is that).
 """
 
 import os
@@ -30,17 +34,14 @@ SHAPES = [(64, 32000), (4, 256000)]
 DTYPES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
 
 
-def half_ulp(x, dtype):
-    mag = np.float64(np.max(np.abs(x)))
-    if dtype == np.float16:
-        return float(np.spacing(np.float16(mag))) / 2
-    return float(np.spacing(np.float32(mag))) * 65536 / 2
+def unit_roundoff(dtype):
+    return 2.0**-11 if dtype == np.float16 else 2.0**-8
 
 
 def main():
     print(f"xentc {xentc.__version__}, instruction set {xentc._kernels.isa_active()}")
     print(f"{'dtype':9s} {'shape':13s} {'loss rel':>9s} {'grad abs':>9s} {'f32 grad':>9s} "
-          f"{'half ulp':>9s}")
+          f"{'unit rnd':>9s}")
     for shape in SHAPES:
         rng = np.random.default_rng(2026)
         base = (3 * rng.standard_normal(shape)).astype(np.float32)
@@ -57,9 +58,38 @@ def main():
             grad_err = np.max(np.abs(grad.astype(np.float32).astype(np.float64) - expected))
             f32_err = np.max(np.abs(grad32.astype(np.float64) - expected))
             print(f"{dtype.name:9s} {str(shape):13s} {abs(loss - ref_loss) / ref_loss:9.2e} "
-                  f"{grad_err:9.2e} {f32_err:9.2e} {half_ulp(expected, dtype):9.2e}"
+                  f"{grad_err:9.2e} {f32_err:9.2e} {unit_roundoff(dtype):9.2e}"
                   f"   ({time.perf_counter() - start:.0f} s)", flush=True)
+
+
+def speed():
+    rng = np.random.default_rng(0)
+    z = (3 * rng.standard_normal((64, 32000))).astype(np.float32)
+    y = rng.integers(0, 32000, 64)
+    variants = [("float32", z, {}), ("logit_scale", z, {"logit_scale": 0.5}),
+                ("softcap", z, {"softcap": 30.0}), ("float16", z.astype(np.float16), {}),
+                ("bfloat16", z.astype(ml_dtypes.bfloat16), {})]
+    active = xentc._kernels.isa_active()
+    print("\nloss + grad, (64, 32000), 1 thread: time over plain float32")
+    try:
+        for isa in xentc._kernels.isa_supported():
+            xentc._kernels._use_isa(isa)
+            times = {}
+            for name, arr, kw in variants:
+                out = np.empty_like(arr)
+                runs = []
+                for _ in range(15):
+                    start = time.perf_counter()
+                    xentc.cross_entropy_with_grad(arr, y, out=out, n_threads=1, **kw)
+                    runs.append(time.perf_counter() - start)
+                times[name] = min(runs)
+            print(f"{isa:9s} float32 {times['float32'] * 1e3:.2f} ms  " + "  ".join(
+                f"{k} {v / times['float32']:.2f}x" for k, v in times.items() if k != "float32"))
+    finally:
+        xentc._kernels._use_isa(active)
 
 
 if __name__ == "__main__":
     main()
+    if "--speed" in sys.argv[1:]:
+        speed()
