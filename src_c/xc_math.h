@@ -192,7 +192,8 @@ XC_FORCE_INLINE double xc_log1p(double x)
  * Accuracy over 2 * 10^6 arguments, uniform in [-10, 10] and log-spread over [2^-30, 2^4] (both
  * signs), against long double tanh: at most 1.50 ulp for float, 1.57 ulp for double, on the
  * baseline, AVX2 and AVX-512 builds alike (tests/test_build.py::test_tanh_accuracy asserts <= 3 ulp
- * under each). The large form's error is mostly 1 + u's rounding (its ulp is twice the result's). */
+ * under each). The large form's error is mostly 1 + u's rounding (its ulp is twice the
+ * result's). */
 #define XC_TANH_POLY_MAX 0.55
 
 XC_FORCE_INLINE float xc_tanhf(float x)

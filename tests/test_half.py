@@ -14,9 +14,10 @@ import math
 import numpy as np
 import pytest
 import scipy.special
-import xentc
 from conftest import TOL
 from reference import check_loss, ref_cross_entropy, ref_grad, unit_grad_scale
+
+import xentc
 
 pytestmark = pytest.mark.usefixtures("every_isa")
 

@@ -14,9 +14,10 @@ import math
 import numpy as np
 import pytest
 import scipy.special
-import xentc
 from conftest import TOL
 from reference import check_grad, check_loss, ref_cross_entropy, ref_grad, unit_grad_scale
+
+import xentc
 
 # Every test here runs once per instruction set this CPU supports (conftest.every_isa).
 pytestmark = pytest.mark.usefixtures("every_isa")
@@ -143,8 +144,8 @@ def test_few_long_rows_split_path(options, dtype):
         kw = {"softcap": 15.0, "logit_scale": 1.5, "reduction": "sum"}
     else:
         target = np.array([3, c - 1])
-        kw = {"softcap": 30.0, "label_smoothing": 0.1, "weight": rng.uniform(0.5, 2, c), "reduction": "mean",
-              "z_loss": 1e-4}
+        kw = {"softcap": 30.0, "label_smoothing": 0.1, "weight": rng.uniform(0.5, 2, c),
+              "reduction": "mean", "z_loss": 1e-4}
     key = (np.dtype(dtype).name, options)
     if key not in _SPLIT:
         ref_loss, ref_lse = ref_cross_entropy(logits, target, **kw)

@@ -25,10 +25,11 @@ import time
 
 import ml_dtypes
 import numpy as np
+
 import xentc
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from reference import ref_cross_entropy, ref_grad  # noqa: E402
+from reference import ref_cross_entropy, ref_grad
 
 SHAPES = [(64, 32000), (4, 256000)]
 DTYPES = [np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16)]
@@ -57,7 +58,7 @@ def main():
             _, grad32 = xentc.cross_entropy_with_grad(wide, target, reduction="sum")
             grad_err = np.max(np.abs(grad.astype(np.float32).astype(np.float64) - expected))
             f32_err = np.max(np.abs(grad32.astype(np.float64) - expected))
-            print(f"{dtype.name:9s} {str(shape):13s} {abs(loss - ref_loss) / ref_loss:9.2e} "
+            print(f"{dtype.name:9s} {shape!s:13s} {abs(loss - ref_loss) / ref_loss:9.2e} "
                   f"{grad_err:9.2e} {f32_err:9.2e} {unit_roundoff(dtype):9.2e}"
                   f"   ({time.perf_counter() - start:.0f} s)", flush=True)
 
