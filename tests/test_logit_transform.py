@@ -301,3 +301,28 @@ def test_dask_rows_pass_the_transform_through(dtype, rng):
         xentc.dask.cross_entropy(da.from_array(logits, chunks=(16, 100)), target, softcap=12.0)
     with pytest.raises(ValueError, match="softcap"):
         xentc.dask.cross_entropy(da.from_array(logits, chunks=(16, -1)), target, softcap=-1.0)
+
+
+@pytest.mark.parametrize("out_kind", ["shifted", "in-place"])
+@pytest.mark.parametrize("shape", [(67, 32771), (2, 1100003)], ids=["rows", "split-rows"])
+def test_streamed_gradient(shape, out_kind, rng):
+    # A float32 gradient of 8 MiB or more into the caller's memory goes out with streaming stores
+    # (xent_row through its stored-terms row, xent_split through its g row): the transform's
+    # chain rule is applied before, and the bits are those of calls small enough not to stream.
+    logits = (4 * rng.standard_normal(shape)).astype(np.float32)
+    target = rng.integers(0, shape[1], shape[0])
+    kw = {"softcap": 20.0, "logit_scale": 0.8, "reduction": "sum", "label_smoothing": 0.05}
+    assert logits.nbytes >= 8 << 20, "test setup: the gradient must be streamed"
+    expected = np.empty_like(logits)
+    step = 1 if shape[0] == 2 else 4
+    for start in range(0, shape[0], step):
+        rows = slice(start, start + step)
+        xentc.cross_entropy_with_grad(logits[rows], target[rows], out=expected[rows], **kw)
+    if out_kind == "shifted":  # rows start one element past a vector boundary
+        out = np.full((shape[0], shape[1] + 1), np.nan, np.float32)[:, 1:]
+        source = logits
+    else:
+        out = source = logits.copy()
+    _, grad = xentc.cross_entropy_with_grad(source, target, out=out, **kw)
+    assert np.shares_memory(grad, out)
+    np.testing.assert_array_equal(grad, expected, err_msg=f"streamed {shape} out={out_kind}")
