@@ -3,10 +3,10 @@
 Each case draws a function, arrays of random shapes (0 and 1 included), dtypes (valid ones, and
 integers, complex, object, bool, long double, byte-swapped; float16 logits are valid since issue 6,
 their gradient checked to one float16 ulp more than float32's tolerance, float16 probabilities are
-still hostile), layouts (negative, zero and large steps, permuted axes, views of views,
-misaligned data at a byte offset inside a uint8 buffer) and every option with ordinary and hostile values (NaN, inf, huge, negative, wrong
-types and shapes, `out` overlapping an input). An oracle written from the spec
-(shared/spec/api.md) says whether the call is valid. Then:
+still hostile), layouts (negative, zero and large steps, permuted axes, views of views, misaligned
+data at a byte offset inside a uint8 buffer) and every option with ordinary and hostile values (NaN,
+inf, huge, negative, wrong types and shapes, `out` overlapping an input). An oracle written from the
+spec (shared/spec/api.md) says whether the call is valid. Then:
   - a valid call returns what the float64 reference (tests/reference.py) returns, within the
     spec's tolerance (conftest.TOL), in the promised types, shapes and dtypes;
   - an invalid call raises TypeError or ValueError (nothing else), and writes nothing;
