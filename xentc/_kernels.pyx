@@ -51,6 +51,10 @@ cdef extern from "xc_api.h" nogil:
         void *lse_out
         double *loss_sum_out
         int n_threads
+        int transform
+        double logit_scale
+        double softcap
+        int logits_half
 
     ctypedef struct xc_shard_args:
         xc_xent_args xent
@@ -128,8 +132,11 @@ cdef check(int status):
 def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64_t ignore_index,
          target_prob, class_weight, sample_weight, double label_smoothing, double z_loss,
          grad, bint grad_fresh, double grad_scale, row_grad_scale, loss_out, lse_out,
-         bint want_sum, int n_threads):
-    """Run the fused kernel; returns the sum of the row losses when want_sum, else None."""
+         bint want_sum, int n_threads, double logit_scale=1.0, double softcap=0.0,
+         int logits_half=0):
+    """Run the fused kernel; returns the sum of the row losses when want_sum, else None.
+    softcap 0 means none; logits_half: 0, or 1 (float16) / 2 (bfloat16) logits and grad, run
+    by the float32 kernel (XC_HALF_* in xc_api.h)."""
     cdef xc_xent_args a
     cdef double loss_sum = 0.0
     cdef bint is_f64 = logits.array.dtype.itemsize == 8
@@ -156,6 +163,10 @@ def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64
     a.lse_out = data_of(lse_out)
     a.loss_sum_out = &loss_sum if want_sum else NULL
     a.n_threads = n_threads
+    a.transform = logit_scale != 1.0 or softcap != 0.0
+    a.logit_scale = logit_scale
+    a.softcap = softcap
+    a.logits_half = logits_half
     with nogil:
         status = xc_xent_f64(&a) if is_f64 else xc_xent_f32(&a)
     check(status)
@@ -302,10 +313,13 @@ def bandwidth_copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
 
 
 def _math(str name, cnp.ndarray x):
-    """The kernels' own "exp", "log" or "log1p" (src_c/xc_math.h) element-wise, at the active
-    instruction set (test hook: tests/test_build.py measures their ulp error).
+    """The kernels' own "exp", "log", "log1p" or "tanh" (src_c/xc_math.h) element-wise, or the
+    16-bit round trips "f16_round" and "bf16_round" (src_c/xc_half.h), at the active instruction
+    set (test hook: tests/test_build.py measures their ulp error or checks their bits).
     x: a contiguous 1-D float32 or float64 array."""
-    cdef int fn = {"exp": 0, "log": 1, "log1p": 2}[name]  # XC_MATH_EXP, _LOG, _LOG1P
+    # XC_MATH_EXP, _LOG, _LOG1P, _TANH, _F16_ROUND, _BF16_ROUND
+    cdef int fn = {"exp": 0, "log": 1, "log1p": 2, "tanh": 3, "f16_round": 4,
+                   "bf16_round": 5}[name]
     out = cnp.PyArray_EMPTY(1, x.shape, cnp.PyArray_TYPE(x), 0)
     if x.dtype.itemsize == 8:
         xc_math_array_f64(fn, <const double *>cnp.PyArray_DATA(x),
