@@ -41,7 +41,9 @@
  * 2^n + 2^n (exp(r) - 1): the final FMA rounds once, and the small term carries the
  * polynomial's rounding errors, so they reach the result scaled down.
  * exp(r) - 1 = r + r^2 q(r), q of degree 4 by Horner's scheme, its coefficients the minimax fit
- * of tools/fit_expf.py (relative error 3.1e-9 on |r| <= ln(2)/2, rounded to float32 there).
+ * of tools/fit_expf.py (relative error 3.1e-9 on |r| <= ln(2)/2, rounded to float32 there;
+ * written with the 9 significant digits that give back the same float, not as hex literals,
+ * which not every C compiler this builds with reads).
  * 14 vector operations per element with xc_expf_nonpos's clamp (gcc -O3, AVX2), where the r^7
  * Taylor series by Estrin's scheme with 1 + r apart took 18: 3 in the wider polynomial, 1 in
  * the bias added on its own; and more accurate (max 1.00 ulp instead of 1.33: the note above).
@@ -55,11 +57,11 @@ XC_FORCE_INLINE float xc_expf_core(float x)
     const float n = t - XC_F32_SHIFTER;
     float r = x - n * 0.693145752f;          /* LN2_HI: 0x1.62e4p-1, 16 significant bits */
     r = r - n * 1.42860677e-06f;             /* LN2_LO: ln 2 - LN2_HI */
-    float q = 0x1.6a5186p-10f;
-    q = q * r + 0x1.12397ep-7f;
-    q = q * r + 0x1.5558acp-5f;
-    q = q * r + 0x1.555492p-3f;
-    q = q * r + 0x1.fffffcp-2f;
+    float q = 0.0013821352f;
+    q = q * r + 0.00836867001f;
+    q = q * r + 0.0416682586f;
+    q = q * r + 0.166665211f;
+    q = q * r + 0.49999994f;
     const float p = r + (r * r) * q;
     uint32_t bits;
     memcpy(&bits, &t, sizeof bits);

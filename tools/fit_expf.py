@@ -1,11 +1,12 @@
 """The coefficients of xc_expf_core's polynomial (src_c/xc_math.h); run: python3 tools/fit_expf.py
 
-exp(r) ~ 1 + r + r^2 q(r) on |r| <= ln(2)/2, q of degree 4, its five coefficients fitted for the least
-maximum *relative* error (a float's ulp is relative). Lawson's algorithm (least squares reweighted by
-each point's error, which converges to the minimax fit) on Chebyshev nodes; the coefficients are then
-rounded to float32 one at a time, lowest degree first, the others refitted after each, so that the
-rounding of one is absorbed by the rest. Prints them as C hex floats and the fit's error (float64;
-the float32 evaluation adds its own roundings: see the accuracy note in xc_math.h).
+exp(r) ~ 1 + r + r^2 q(r) on |r| <= ln(2)/2, q of degree 4, its five coefficients fitted for the
+least maximum *relative* error (a float's ulp is relative). Lawson's algorithm (least squares
+reweighted by each point's error, which converges to the minimax fit) on Chebyshev nodes; the
+coefficients are then rounded to float32 one at a time, lowest degree first, the others refitted
+after each, so that the rounding of one is absorbed by the rest. Prints them as C literals of 9
+significant digits (enough to give back the float) and the fit's error (float64; the float32
+evaluation adds its own roundings: see the accuracy note in xc_math.h).
 """
 import re
 
@@ -39,7 +40,7 @@ def main():
         fixed[k] = float(np.float32(lawson(basis, target)[0]))
     approx = 1 + r + sum(c * r**j for j, c in fixed.items())
     for k, c in fixed.items():
-        print(f"c{k} = {re.sub('0+p', 'p', c.hex())}f  /* {c:.9g} */")
+        print(f"c{k} = {c:.9g}f  /* {re.sub('0+p', 'p', c.hex())} */")
     print(f"max relative error of the fit: {np.abs(approx / e - 1).max():.3g}")
 
 
