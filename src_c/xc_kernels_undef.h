@@ -3,6 +3,7 @@
  * No include guard: included once per dtype. */
 #undef XC_LANES
 #undef XC_PREFETCH_BYTES
+#undef XC_UNROLL4
 #undef XC_LOCAL
 #undef XC_NAME
 #undef XC_CAT
