@@ -12,6 +12,7 @@ autograd Function is built on them.
     nothing counting, N == 0, and the errors of the lse argument.
 """
 
+import inspect
 import math
 
 import numpy as np
@@ -29,6 +30,10 @@ try:
 except ImportError as exc:
     _api = None
     XENTC_MISSING = f"xentc is not importable ({exc}); build and install it first"
+
+# softcap / logit_scale and float16 / bfloat16 logits arrive with the lowp kernels
+LOWP = _api is not None and "softcap" in inspect.signature(_api._cross_entropy_lse64).parameters
+needs_lowp = pytest.mark.skipif(not LOWP, reason="needs the lowp kernels")
 
 pytestmark = [
     pytest.mark.skipif(_api is None, reason=XENTC_MISSING),
@@ -253,3 +258,62 @@ def test_lse_errors():
     a = _api._grad_from_lse(z, t, np.full(6, math.log(4)))
     b = _api._grad_from_lse(z, t, np.full((2, 3), math.log(4)))
     np.testing.assert_array_equal(a, b)
+
+
+def _half_dtype(name):
+    if name == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 logits need ml_dtypes")
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(name)
+
+
+TRANSFORMS = {"plain": (None, 1.0), "scale0.5": (None, 0.5), "cap5": (5.0, 1.0),
+              "cap8-scale2": (8.0, 2.0)}
+# every path with each 16-bit dtype untransformed and with a soft-cap; the transforms on the
+# paths of whole and short rows in float32 (plain float32: test_paths_bitwise_across_threads)
+LOWP_CASES = ([(p, k, "plain") for p in sorted(PATHS) for k in ("float16", "bfloat16")]
+              + [(p, k, "cap8-scale2") for p in sorted(PATHS) for k in ("float16", "bfloat16")]
+              + [(p, "float32", t) for p in ("short", "rows", "split") for t in TRANSFORMS
+                 if t != "plain"])
+
+
+@needs_lowp
+@pytest.mark.parametrize(("path", "kind", "transform"), LOWP_CASES,
+                         ids=["-".join(c) for c in LOWP_CASES])
+@pytest.mark.parametrize("target_kind", ["index", "prob"])
+def test_transform_and_half_logits(path, kind, transform, target_kind, rng):
+    # The backward mode through the logit transform (the gradient wrt z'' times dz''/dz) and
+    # with 16-bit logits (gradient computed in float32, rounded to their dtype once), against
+    # cross_entropy_with_grad, bitwise across n_threads and the same in place.
+    softcap, logit_scale = TRANSFORMS[transform]
+    shape = PATHS[path]
+    logits, target, opts = _case(rng, shape, np.float32, target_kind)
+    logits = logits.astype(_half_dtype(kind))
+    opts.update(softcap=softcap, logit_scale=logit_scale, reduction="none")
+    go = rng.standard_normal(shape[:-1])
+    msg = f"{path} {kind} softcap={softcap} logit_scale={logit_scale} target={target_kind}"
+    _, lse = _api._cross_entropy_lse64(logits, target, **opts)
+    _, ref_lse = _api.cross_entropy(logits, target, **opts, return_lse=True)
+    np.testing.assert_allclose(lse, ref_lse.astype(np.float64), rtol=1e-6, atol=1e-6,
+                               err_msg=f"lse: {msg}")
+    grads = [_api._grad_from_lse(logits, target, lse, **opts, grad_output=go, n_threads=n)
+             for n in thread_counts()]
+    for g in grads[1:]:
+        np.testing.assert_array_equal(g.view(np.uint8), grads[0].view(np.uint8),
+                                      err_msg=f"n_threads differ: {msg}")
+    assert grads[0].dtype == logits.dtype, msg
+    _, fused = cross_entropy_with_grad(logits, target, **opts, grad_output=go)
+    a, b = grads[0].astype(np.float64), fused.astype(np.float64)
+    if kind == "float32":
+        _grad_close(grads[0], fused, np.float32, unit_grad_scale(logits, target, opts, go, lse),
+                    msg)
+    else:
+        # both round a float32 gradient once: they may differ by one unit in the last place
+        ulp = 2.0**-7 if kind == "bfloat16" else 2.0**-10
+        np.testing.assert_allclose(a, b, rtol=ulp, atol=1e-6 * np.abs(go).max() * 4,
+                                   err_msg=f"backward mode vs cross_entropy_with_grad: {msg}")
+    zc = logits.copy()
+    inplace = _api._grad_from_lse(zc, target, lse, **opts, grad_output=go, out=zc)
+    assert np.shares_memory(inplace, zc), msg
+    np.testing.assert_array_equal(inplace.view(np.uint8), grads[0].view(np.uint8),
+                                  err_msg=f"out=logits differs: {msg}")
