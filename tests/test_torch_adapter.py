@@ -277,6 +277,14 @@ def test_inplace_backward_reuses_storage_and_guards_other_uses():
         (loss + other).backward()
 
 
+def test_double_backward_raises():
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 6, (4,))
+    (g,) = torch.autograd.grad(xt.cross_entropy(x, y), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable|differentiable"):
+        g.sum().backward()
+
+
 def test_no_grad_needed_and_detached_target():
     x = torch.randn(4, 6)
     y = torch.randint(0, 6, (4,))
@@ -352,6 +360,26 @@ def test_half_inputs(dtype, reduction):
     # the gradient rounds once to the input's dtype: within an ulp of it (2**-8 bf16, 2**-11 f16)
     ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
     torch.testing.assert_close(x.grad.double(), ref_x.grad, rtol=ulp, atol=1e-6 * 20)
+
+
+@needs_lowp
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_half_weight_and_probabilities(dtype):
+    # torch wants weight and probabilities in the input's dtype; they reach xentc as float32
+    gen = torch.Generator().manual_seed(19)
+    base = (torch.randn(30, 50, generator=gen) * 2).to(dtype)
+    w = (torch.rand(50, generator=gen) + 0.5).to(dtype)
+    p = torch.rand(30, 50, generator=gen) ** 2
+    p = (p / p.sum(1, keepdim=True)).to(dtype)
+    x = base.clone().requires_grad_(True)
+    loss = xt.cross_entropy(x, p, weight=w, label_smoothing=0.1)
+    ref_x = base.double().requires_grad_(True)
+    ref = F.cross_entropy(ref_x, p.double(), weight=w.double(), label_smoothing=0.1)
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-5, atol=1e-6)
+    loss.backward()
+    ref.backward()
+    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
+    torch.testing.assert_close(x.grad.double(), ref_x.grad, rtol=ulp, atol=1e-6)
 
 
 @needs_lowp

@@ -36,6 +36,7 @@ __all__ = ["cross_entropy", "CrossEntropyLoss"]
 # The logit transform and 16-bit logits arrive with the lowp kernels; until then (or in an older
 # build) softcap / logit_scale other than their defaults are refused here with that reason.
 _HAS_LOWP = "softcap" in inspect.signature(_api._cross_entropy_lse64).parameters
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _numpy_view(t, name):
@@ -89,12 +90,13 @@ class _CrossEntropyFunction(torch.autograd.Function):
         ctx.lse = lse
         ctx.options = options
         ctx.inplace_backward = inplace_backward
-        loss_dtype = input.dtype if input.dtype in (torch.float32, torch.float64) else torch.float32
+        loss_dtype = torch.float32 if input.dtype in _HALF else input.dtype
         if options["reduction"] == "none":
             return torch.from_numpy(np.asarray(loss)).to(loss_dtype)
         return torch.tensor(loss, dtype=loss_dtype)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # a double backward raises, never silently 0
     def backward(ctx, grad_loss):
         input, target, weight = ctx.saved_tensors
         if not ctx.needs_input_grad[0]:
@@ -134,11 +136,15 @@ def _class_last_back(t, ndim):
     return t.movedim(-1, 1) if ndim >= 2 else t
 
 
-def _check_target(input, target):
+def _check_target(target):
     target = _check_tensor(target, "target")
     if target.requires_grad:
         raise ValueError("target must not require grad (xentc computes no gradient for the "
                          "target probabilities); detach it")
+    if target.dtype in _HALF:
+        # 16-bit probabilities (torch wants the input's dtype): xentc reads float32 or float64
+        # targets, and a float32 copy holds every 16-bit value exactly
+        target = target.float()
     return target
 
 
@@ -157,12 +163,14 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
     input = _check_tensor(input, "input")
-    target = _check_target(input, target)
+    target = _check_target(target)
     if weight is not None:
         weight = _check_tensor(weight, "weight")
         if weight.requires_grad:
             raise ValueError("weight must not require grad (xentc computes no gradient for the "
                              "class weights); detach it")
+        if weight.dtype in _HALF:
+            weight = weight.float()  # C numbers, exactly; xentc reads floating NumPy dtypes
     if input.ndim == 0:
         raise ValueError("input must have at least one dimension (the classes); got a 0-d tensor")
     options = {"ignore_index": ignore_index, "reduction": reduction,
