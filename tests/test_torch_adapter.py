@@ -73,7 +73,8 @@ def _torch_ref(x, target, *, z_loss=0.0, **kw):
             row_w = torch.ones_like(lse)
         else:
             counted = t != ignore
-            ww = kw["weight"] if kw["weight"] is not None else torch.ones(x64.shape[1 if x64.ndim > 1 else 0], dtype=torch.float64)
+            c = x64.shape[1 if x64.ndim > 1 else 0]
+            ww = kw["weight"] if kw["weight"] is not None else torch.ones(c, dtype=torch.float64)
             row_w = torch.where(counted, ww[t.clamp(min=0)], torch.zeros((), dtype=torch.float64))
         zl = z_loss * row_w * lse**2
         if red == "none":
@@ -171,9 +172,10 @@ def test_parity_options(shape, kind, opts, reduction, dtype):
     if reduction == "none":
         lead = (shape[0], *shape[2:]) if len(shape) > 1 else ()
         go = torch.randn(lead, generator=gen, dtype=torch.float64)
-    loss, grad, ref_grad, msg = _check_parity(x, target, grad_output=go, **opts)
+    _, grad, ref_grad, msg = _check_parity(x, target, grad_output=go, **opts)
     rows = math.prod((shape[0], *shape[2:])) if len(shape) > 1 else 1
-    scale = 1.0 / max(rows, 1) if reduction == "mean" else 3.0 * (1 + 2 * opts.get("z_loss", 0) * 30)
+    zl = opts.get("z_loss", 0)
+    scale = 1.0 / max(rows, 1) if reduction == "mean" else 3.0 * (1 + 2 * zl * 30)
     _grad_close(grad, ref_grad, dtype, 3.0 * scale, msg)
     assert grad.dtype == dtype and grad.shape == x.shape, msg
 
@@ -230,7 +232,7 @@ def test_non_contiguous_inputs(layout):
     target = _targets(gen, tuple(x.shape), c, "index", x.dtype, -100)
     leaf = x.detach().clone(memory_format=torch.preserve_format).requires_grad_(True)
     view = leaf if layout != "expanded-rows" else x.detach().requires_grad_(True)
-    loss, grad, ref_grad, msg = _check_parity(view, target, reduction="sum")
+    _, grad, ref_grad, msg = _check_parity(view, target, reduction="sum")
     _grad_close(grad, ref_grad, torch.float32, 1.0, msg)
 
 
@@ -281,7 +283,7 @@ def test_double_backward_raises():
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     y = torch.randint(0, 6, (4,))
     (g,) = torch.autograd.grad(xt.cross_entropy(x, y), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiate twice|does not require grad"):
+    with pytest.raises(RuntimeError, match=r"differentiate twice|does not require grad"):
         g.sum().backward()
 
 
@@ -312,15 +314,15 @@ def test_module_matches_torch_module():
 def test_errors():
     x = torch.randn(3, 4)
     y = torch.tensor([0, 1, 2])
-    with pytest.raises(ValueError, match="input must be on the CPU.*meta"):
+    with pytest.raises(ValueError, match=r"input must be on the CPU.*meta"):
         xt.cross_entropy(torch.empty(3, 4, device="meta"), y)
     with pytest.raises(ValueError, match="weight must not require grad"):
         xt.cross_entropy(x, y, weight=torch.ones(4, requires_grad=True))
     with pytest.raises(ValueError, match="target must not require grad"):
         xt.cross_entropy(x, torch.rand(3, 4, requires_grad=True))
-    with pytest.raises(ValueError, match="input must be a dense"):
+    with pytest.raises(ValueError, match=r"input must be a dense \(strided\)"):
         xt.cross_entropy(x.to_sparse(), y)
-    with pytest.raises(TypeError, match="input must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"input must be a torch\.Tensor"):
         xt.cross_entropy(x.numpy(), y)
     with pytest.raises(ValueError, match="target"):
         xt.cross_entropy(x, torch.tensor([0, 1, 9]))
@@ -435,5 +437,5 @@ def test_training_run_matches_torch():
     ours = _train(lambda z, y: xt.cross_entropy(z, y), steps)
     theirs = _train(lambda z, y: F.cross_entropy(z, y), steps)
     gap = np.max(np.abs(ours - theirs) / theirs)
-    assert gap < 1e-4, f"loss curves differ by {gap:.3g} (relative); last {ours[-1]} vs {theirs[-1]}"
+    assert gap < 1e-4, f"loss curves differ by {gap:.3g} relative; last {ours[-1]} vs {theirs[-1]}"
     assert ours[-1] < 0.5 * ours[0], f"no learning: {ours[0]} -> {ours[-1]}"

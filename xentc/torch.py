@@ -1,6 +1,6 @@
 """xentc.torch: a drop-in for torch.nn.functional.cross_entropy on CPU tensors.
 
-    from xentc.torch import cross_entropy        # was: from torch.nn.functional import cross_entropy
+    from xentc.torch import cross_entropy  # was: from torch.nn.functional import cross_entropy
     loss = cross_entropy(logits.view(-1, V), targets.view(-1), ignore_index=-100)
     loss.backward()
 
