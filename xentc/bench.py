@@ -439,11 +439,15 @@ def torch_step_case(spec):
     step(*inputs(64, 1000))
     map_large_allocations()
     x, y = inputs(spec["n_rows"], spec["n_classes"])
+    # the loss of these very (possibly 16-bit) logits in float64, for the loss check; computed
+    # and freed before the peak is reset (the in-place case overwrites the logits)
+    with torch.no_grad():
+        reference = float(F.cross_entropy(x.detach().double(), y))
     (loss, grad), extra = peak_extra_bytes(lambda: step(x, y))
     del grad
     # in place, each step overwrites the logits with their gradient: finite values, the same work
     seconds = median_seconds(lambda: step(x, y), spec["repeats"])
-    return {"loss": loss, "seconds": seconds, "extra_bytes": extra}
+    return {"loss": loss, "reference": reference, "seconds": seconds, "extra_bytes": extra}
 
 
 def torch_step_rows(workload, n_threads, repeats, progress=None):
@@ -467,9 +471,10 @@ def torch_step_rows(workload, n_threads, repeats, progress=None):
             res = json.loads(done.stdout.strip().splitlines()[-1])
             if base is None:
                 base = res
-            rel = abs(res["loss"] - base["loss"]) / max(abs(base["loss"]), 1e-30)
-            # bfloat16: torch's loss is itself rounded to bfloat16 (8 bits)
-            bound = 1e-4 if dtype == "float32" else 1e-2
+            # against the float64 loss of the same logits; torch's loss of bfloat16 logits is
+            # itself bfloat16 (8 bits, measured 1.2e-2 off at N=4096), xentc's float32
+            rel = abs(res["loss"] - res["reference"]) / max(abs(res["reference"]), 1e-30)
+            bound = 1e-4 if dtype == "float32" or impl == "xentc" else 3e-2
             rows.append(TorchStepRow(
                 f"N={workload.n_rows} C={workload.n_classes}", dtype, label,
                 res["seconds"] * 1e3, res["seconds"] / base["seconds"],
@@ -479,7 +484,8 @@ def torch_step_rows(workload, n_threads, repeats, progress=None):
 
 
 def format_torch_step(rows, markdown=False):
-    head = ["workload", "dtype", "impl", "median ms", "vs torch", "extra MiB", "loss check"]
+    head = ["workload", "dtype", "impl", "median ms", "vs torch", "extra MiB",
+            "loss check (vs float64)"]
     body = [[r.workload, r.dtype, r.impl, f"{r.median_ms:.1f}", f"{r.vs_torch:.2f}x",
              "n/a" if r.extra_mib is None else f"{r.extra_mib:.0f}", r.loss_check] for r in rows]
     if markdown:
