@@ -104,9 +104,11 @@ def openmp_flags():
 
 # Instruction sets beyond the baseline: (name, gcc/clang flags, MSVC flags). A set is built only
 # when the compiler accepts its flags (probed, as c-blosc2's COMPILER_SUPPORT_* checks do).
+# -mf16c in both: the float16 logits' conversions (src_c/xc_half.h); gcc's -mavx512f does not imply
+# it, and xc_cpu.c requires the F16C bit for either set (every AVX2 CPU has it).
 ISA_FLAGS = [
-    ("avx2", ["-mavx2", "-mfma"], ["/arch:AVX2"]),
-    ("avx512", ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma",
+    ("avx2", ["-mavx2", "-mfma", "-mf16c"], ["/arch:AVX2"]),
+    ("avx512", ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-mf16c",
                 "-mprefer-vector-width=512"], ["/arch:AVX512"]),
 ]
 

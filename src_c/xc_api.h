@@ -55,12 +55,29 @@ typedef struct {
 
     int n_threads;                       /* >= 1 */
 
+    /* Logit transform and 16-bit logits (issue 6), kept together. Read only by the load and
+     * store helpers of xc_kernels.inc (load_logits, grad_through_transform, put_grad) and by
+     * xent_short_group's gather and scatter; every pass sees the transformed logits
+     *   z' = logit_scale z,  then, when softcap > 0,  z'' = softcap tanh(z' / softcap),
+     * and the gradient goes back through them: dz''/dz = logit_scale (1 - (z'' / softcap)^2).
+     * With 16-bit logits, `logits` and `grad` hold XC_HALF_* elements (steps still count
+     * elements), the f32 kernels run on them converted while loading, and loss_out, lse_out and
+     * class_weight stay float32. The f64 kernels never get 16-bit logits. */
+    int transform;                       /* 0: z'' = z, logit_scale and softcap unread */
+    double logit_scale;                  /* finite */
+    double softcap;                      /* > 0, or 0: no cap */
+    int logits_half;                     /* XC_HALF_NONE | XC_HALF_F16 | XC_HALF_BF16 */
+
     /* Backward mode, when set: n_rows log-sum-exps (contiguous), as a forward call wrote them
      * with lse_out_is_f64. The call then writes the gradient only (grad.data must be set; the
      * loss outputs are not written), in one pass over the logits with p_j = exp(z_j - lse_in[i]):
      * no max, no sum. The autograd backward of xentc.torch, after a forward that kept the lse. */
     const double *lse_in;
 } xc_xent_args;
+
+#define XC_HALF_NONE 0
+#define XC_HALF_F16 1  /* IEEE binary16 (numpy.float16) */
+#define XC_HALF_BF16 2 /* bfloat16 (ml_dtypes.bfloat16): the top 16 bits of a float32 */
 
 int xc_xent_f32(const xc_xent_args *args);
 int xc_xent_f64(const xc_xent_args *args);
@@ -123,10 +140,16 @@ int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
 
 /* A function of xc_math.h element-wise over contiguous arrays, at the active instruction set: a
  * test hook for their accuracy. fn: XC_MATH_EXP (the kernels' exp for the dtype), XC_MATH_LOG
- * or XC_MATH_LOG1P (xc_log, xc_log1p: double, the float32 version rounds their result). */
+ * or XC_MATH_LOG1P (xc_log, xc_log1p: double, the float32 version rounds their result),
+ * XC_MATH_TANH (the dtype's tanh), XC_MATH_F16_ROUND or XC_MATH_BF16_ROUND (xc_half.h: x
+ * rounded to float16 or bfloat16 and back, as the kernels store and load 16-bit values; the
+ * float64 version goes through float32 first). */
 #define XC_MATH_EXP 0
 #define XC_MATH_LOG 1
 #define XC_MATH_LOG1P 2
+#define XC_MATH_TANH 3
+#define XC_MATH_F16_ROUND 4
+#define XC_MATH_BF16_ROUND 5
 void xc_math_array_f32(int fn, const float *x, float *out, int64_t n);
 void xc_math_array_f64(int fn, const double *x, double *out, int64_t n);
 

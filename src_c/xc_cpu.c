@@ -43,8 +43,9 @@ static uint64_t xcr0(void)
 int xc_cpu_has_avx2(void)
 {
     unsigned r1[4], r7[4];
-    /* CPUID.1:ECX  FMA (12), OSXSAVE (27), AVX (28) */
-    const unsigned need1 = BIT(12) | BIT(27) | BIT(28);
+    /* CPUID.1:ECX  FMA (12), OSXSAVE (27), AVX (28), F16C (29: the float16 conversions of
+     * xc_half.h, compiled with -mf16c into the avx2 and avx512 kernels) */
+    const unsigned need1 = BIT(12) | BIT(27) | BIT(28) | BIT(29);
     if (!cpuid(1, 0, r1) || (r1[2] & need1) != need1)
         return 0;
     if ((xcr0() & 0x6) != 0x6) /* XMM and YMM state */

@@ -13,6 +13,7 @@
 #endif
 
 #include "xc_api.h"
+#include "xc_half.h"
 #include "xc_math.h"
 #include "xc_rows.h"
 
@@ -23,6 +24,7 @@
 #define XC_SUFFIX XC_ISA_CAT(f32, XC_ISA)
 #define XC_EXP xc_expf
 #define XC_EXP_NONPOS xc_expf_nonpos
+#define XC_TANH xc_tanhf
 #include "xc_kernels.inc"
 #include "xc_shard.inc"
 #include "xc_kernels_undef.h"
@@ -31,6 +33,7 @@
 #define XC_SUFFIX XC_ISA_CAT(f64, XC_ISA)
 #define XC_EXP xc_exp
 #define XC_EXP_NONPOS xc_exp_nonpos
+#define XC_TANH xc_tanh
 #include "xc_kernels.inc"
 #include "xc_shard.inc"
 #include "xc_kernels_undef.h"

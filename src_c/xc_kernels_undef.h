@@ -11,3 +11,4 @@
 #undef XC_SUFFIX
 #undef XC_EXP
 #undef XC_EXP_NONPOS
+#undef XC_TANH

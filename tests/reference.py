@@ -10,6 +10,12 @@ Notation (semantics.md): a row z of C logits, m = max_k z_k, e_k = exp(z_k - m),
 lse = log-sum-exp(z), p = softmax(z); class weights w (default ones), W = sum_k w_k;
 eps = label_smoothing; s = sample weight (default 1); zl = z_loss.
 
+Logit transform (issue 6): with logit_scale a and softcap c, every formula below runs on the
+transformed row z'' = c tanh(a z / c) (a z without a cap), evaluated here in float64 from the
+given logits; the gradient with respect to z is the one with respect to z'' times
+dz''/dz = a sech^2(a z / c) (a without a cap), sech^2 written 4 e / (1 + e)^2 with e = exp(-2|u|),
+which neither overflows nor cancels (an independent form from the kernels' 1 - (z''/c)^2).
+
 Accuracy: a near-certain row has a loss far below its lse, and a true-class gradient p_y - 1 far
 below 1. Neither is computed by cancellation here: -log p_k = (m - z_k) + log1p(sum of e over the
 non-argmax classes) adds two non-negative numbers, and 1 - p_k is the sum of the other
@@ -146,15 +152,36 @@ def _grad_prob(row, t, w, eps, zl):
 # Argument handling shared by the public reference functions.
 
 
+def _transform(v, logit_scale, softcap):
+    """(z'', dz''/dz) of one logit (see the module docstring)."""
+    scaled = logit_scale * v
+    if softcap is None:
+        return scaled, logit_scale
+    u = scaled / softcap
+    if math.isnan(u):
+        return math.nan, math.nan
+    e = math.exp(-2.0 * abs(u))
+    return softcap * math.tanh(u), logit_scale * 4.0 * e / (1.0 + e) ** 2
+
+
 class _Problem:
     """The arguments of cross_entropy as lists of Python floats / ints, one entry per row."""
 
-    def __init__(self, logits, target, weight, sample_weight, ignore_index):
+    def __init__(self, logits, target, weight, sample_weight, ignore_index, softcap=None,
+                 logit_scale=1.0):
         logits = np.asarray(logits)
         target = np.asarray(target)
         self.batch_shape = logits.shape[:-1]
         self.c = logits.shape[-1]
-        self.rows = [list(map(float, r)) for r in logits.astype(np.float64).reshape(-1, self.c)]
+        # float16 / bfloat16 logits widen exactly to float64 (through float32 for bfloat16,
+        # whose NumPy casts from ml_dtypes go that way)
+        wide = logits.astype(np.float32) if logits.dtype.itemsize == 2 else logits
+        self.rows = [list(map(float, r)) for r in wide.astype(np.float64).reshape(-1, self.c)]
+        self.chain = None  # dz''/dz per row, when transformed
+        if softcap is not None or logit_scale != 1.0:
+            pairs = [[_transform(v, logit_scale, softcap) for v in r] for r in self.rows]
+            self.rows = [[p[0] for p in r] for r in pairs]
+            self.chain = [[p[1] for p in r] for r in pairs]
         n = len(self.rows)
         self.soft = target.dtype.kind == "f"
         if self.soft:
@@ -218,6 +245,8 @@ class _Problem:
             g = _grad_prob(row, self.targets[i], self.w, eps, zl)
         else:
             g = _grad_index(row, self.targets[i], self.w, eps, zl)
+        if self.chain is not None:
+            g = [v * d for v, d in zip(g, self.chain[i])]
         return [self.s[i] * v for v in g]
 
 
@@ -245,11 +274,14 @@ def ref_cross_entropy(
     reduction="mean",
     label_smoothing=0.0,
     z_loss=0.0,
+    softcap=None,
+    logit_scale=1.0,
 ):
     """-> (loss, lse_rows). loss: a float for 'mean'/'sum', for 'none' a float64 array of the
-    batch shape; lse_rows: float64 array of the batch shape, for every row (ignored ones too)."""
+    batch shape; lse_rows: float64 array of the batch shape, for every row (ignored ones too),
+    of the transformed logits."""
     _check_reduction(reduction)
-    prob = _Problem(logits, target, weight, sample_weight, ignore_index)
+    prob = _Problem(logits, target, weight, sample_weight, ignore_index, softcap, logit_scale)
     losses = [prob.row_loss(i, label_smoothing, z_loss) for i in range(len(prob.rows))]
     lse = np.array([_row_lse(z) for z in prob.rows], dtype=np.float64).reshape(prob.batch_shape)
     if reduction == "none":
@@ -273,12 +305,14 @@ def ref_grad(
     label_smoothing=0.0,
     z_loss=0.0,
     grad_output=None,
+    softcap=None,
+    logit_scale=1.0,
 ):
     """The vector-Jacobian product of the loss with grad_output: float64, shape of logits.
     'mean': grad_output / D * d(sum_i loss_i)/dz (all zeros when D == 0); 'sum': grad_output *
     d(sum_i loss_i)/dz; 'none': row i times grad_output_i (a scalar applies to every row)."""
     _check_reduction(reduction)
-    prob = _Problem(logits, target, weight, sample_weight, ignore_index)
+    prob = _Problem(logits, target, weight, sample_weight, ignore_index, softcap, logit_scale)
     n = len(prob.rows)
     go = 1.0 if grad_output is None else grad_output
     if reduction == "none":

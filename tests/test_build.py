@@ -126,6 +126,78 @@ def test_log_accuracy(name, bound):
                                   err_msg=f"{name} at {x}")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.usefixtures("every_isa")
+def test_tanh_accuracy(dtype):
+    # xc_tanhf / xc_tanh (the softcap) against long double: uniform over [-10, 10] (both of its
+    # forms and the saturation), and log-spread magnitudes over [2^-30, 2^4] (the polynomial near
+    # 0, where tanh(x) ~ x must keep every digit).
+    rng = np.random.default_rng(13)
+    half = 10**6
+    x = np.concatenate([rng.uniform(-10, 10, half),
+                        np.ldexp(rng.uniform(1, 2, half), rng.integers(-30, 4, half))
+                        * rng.choice([-1.0, 1.0], half)]).astype(dtype)
+    approx = _kernels._math("tanh", x).astype(np.longdouble)
+    exact = np.tanh(x.astype(np.longdouble))
+    ulps = (np.abs(approx - exact) / np.spacing(np.abs(exact).astype(dtype))).astype(np.float64)
+    assert ulps.max() <= 3.0, (
+        f"{np.dtype(dtype).name} tanh: max error {ulps.max():.2f} ulp at x={x[np.argmax(ulps)]!r}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.usefixtures("every_isa")
+def test_tanh_special_values(dtype):
+    x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e4, -1e4, 1e-30], dtype=dtype)
+    got = _kernels._math("tanh", x)
+    np.testing.assert_array_equal(got, np.array([0.0, -0.0, 1.0, -1.0, np.nan, 1.0, -1.0, 1e-30],
+                                                dtype), err_msg=f"tanh, {np.dtype(dtype).name}")
+    assert np.signbit(got[1]), "tanh(-0.0) must be -0.0"
+
+
+def _half_inputs(rng):
+    """float32 values for the 16-bit round trips: every float16 value (exact), the ties and
+    near-ties between neighbouring float16 / bfloat16 values, subnormals, the overflow edge
+    (65504, 65520), random bits of every exponent, inf and NaN (quiet and signalling)."""
+    every_f16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+    bits = rng.integers(0, 1 << 32, 10**6, dtype=np.uint64).astype(np.uint32)
+    ties = (np.arange(1 << 16, dtype=np.uint32) << 16) | np.uint32(0x8000)     # bf16 ties
+    f16_ties = every_f16[np.isfinite(every_f16)].astype(np.float32).view(np.uint32) + (1 << 12)
+    edges = np.array([65504, 65519.996, 65520, 65536, 2.0**-14, 2.0**-24, 2.0**-25,
+                      1.5 * 2.0**-25, 3e-8, 1e-45, np.inf, -np.inf], np.float32)
+    nans = np.array([0x7FC00000, 0x7F800001, 0xFFA00000, 0x7FBFFFFF], np.uint32).view(np.float32)
+    return np.concatenate([every_f16.astype(np.float32), bits.view(np.float32),
+                           ties.view(np.float32), f16_ties.view(np.float32), edges, nans])
+
+
+def _same_or_both_nan(got, want, what):
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"{what}: NaN where NaN")
+    bad = np.flatnonzero(got[~nan].view(np.uint32) != want[~nan].view(np.uint32))
+    assert bad.size == 0, (f"{what}: {bad.size} values differ, first "
+                           f"{got[~nan][bad[0]]!r} vs {want[~nan][bad[0]]!r} "
+                           f"(from {np.asarray(want)[~nan][bad[0]]!r})")
+
+
+@pytest.mark.usefixtures("every_isa")
+def test_half_rounding():
+    # src_c/xc_half.h, as the kernels load 16-bit logits and store 16-bit gradients: float16 as
+    # NumPy rounds (to nearest even, subnormals, overflow to inf), bit for bit, under F16C and
+    # the baseline's software alike; NaN stays NaN.
+    x = _half_inputs(np.random.default_rng(17))
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is the point
+        want = x.astype(np.float16).astype(np.float32)
+    _same_or_both_nan(_kernels._math("f16_round", x), want, "float16 round trip")
+
+
+@pytest.mark.usefixtures("every_isa")
+def test_bfloat16_rounding():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes (the test extra) checks bf16")
+    x = _half_inputs(np.random.default_rng(19))
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = x.astype(ml_dtypes.bfloat16).astype(np.float32)
+    _same_or_both_nan(_kernels._math("bf16_round", x), want, "bfloat16 round trip")
+
+
 def test_best_instruction_set_is_chosen_at_import():
     # NumPy's test_cpu_dispatcher: the kernels in use are the best the CPU supports.
     env = {k: v for k, v in os.environ.items() if k != "XENTC_ISA"}

@@ -1,11 +1,12 @@
 """Fuzzing of the Python-to-C boundary: random calls of every public function.
 
 Each case draws a function, arrays of random shapes (0 and 1 included), dtypes (valid ones, and
-float16, integers, complex, object, bool, byte-swapped), layouts (negative, zero and large steps,
-permuted axes, views of views, misaligned data at a byte offset inside a uint8 buffer) and every
-option with ordinary and hostile values (NaN, inf, huge, negative, wrong types and shapes, `out`
-overlapping an input). An oracle written from the spec (shared/spec/api.md) says whether the call
-is valid. Then:
+integers, complex, object, bool, long double, byte-swapped; float16 logits are valid since issue 6,
+their gradient checked to one float16 ulp more than float32's tolerance, float16 probabilities are
+still hostile), layouts (negative, zero and large steps, permuted axes, views of views, misaligned
+data at a byte offset inside a uint8 buffer) and every option with ordinary and hostile values (NaN,
+inf, huge, negative, wrong types and shapes, `out` overlapping an input). An oracle written from the
+spec (shared/spec/api.md) says whether the call is valid. Then:
   - a valid call returns what the float64 reference (tests/reference.py) returns, within the
     spec's tolerance (conftest.TOL), in the promised types, shapes and dtypes;
   - an invalid call raises TypeError or ValueError (nothing else), and writes nothing;
@@ -196,8 +197,8 @@ def logit_values(rng, shape, dtype):
 FLOATS = [np.float32, np.float64]
 INTS = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
         np.intp]
-BAD_LOGIT_DTYPES = [np.float16, np.int32, np.int64, np.uint8, np.complex64, np.complex128,
-                    object, np.bool_, np.longdouble]
+BAD_LOGIT_DTYPES = [np.int32, np.int64, np.uint8, np.complex64, np.complex128, object, np.bool_,
+                    np.longdouble]
 
 
 # ---- one case --------------------------------------------------------------------------------
@@ -212,6 +213,7 @@ class Case:
         self.maybe = []  # why it may validly raise (the library may refuse conservatively)
         self.notes = []
         self.out_view = None
+        self.half = None  # float16 logits: their dtype (results are then float32, grad float16)
 
     def bad(self, why):
         self.reasons.append(why)
@@ -252,10 +254,18 @@ def make_logits(case, for_rows):
         case.bad(f"logits dtype {dtype}")
     elif r < 0.12:
         dtype = np.dtype(FLOATS[int(rng.integers(2))]).newbyteorder()  # byte-swapped: valid
+    elif r < 0.18:
+        dtype = np.dtype(np.float16)  # valid since issue 6: the float32 kernels run it
     else:
         dtype = np.dtype(FLOATS[int(rng.integers(2))])
     native = dtype.newbyteorder("=") if dtype.kind == "f" and dtype.itemsize in (4, 8) else None
+    if dtype == np.float16:
+        # `native` is the results' dtype (float32); the gradient is float16 (case.half)
+        native, case.half = np.dtype(np.float32), dtype
     values = logit_values(rng, shape, native or np.float64)
+    if case.half is not None:
+        with np.errstate(over="ignore"):  # beyond float16's range: +-inf, valid logits
+            values = values.astype(np.float16)
     if dtype.kind in "iub":
         values = np.nan_to_num(values, nan=0, posinf=1, neginf=-1).clip(-100, 100)
     if dtype == object:  # numpy keeps no objects in a raw buffer
@@ -274,6 +284,7 @@ def make_logits(case, for_rows):
     if rng.random() < 0.03 and 0 < arr.size < 200 and native is not None:
         as_passed = arr.tolist()  # a nested list: float64 (or a float for 0-d)
         native = np.dtype(np.float64) if native is not None else None
+        case.half = None
         case.logits_is_list = True
         case.notes.append("as a list")
     if not for_rows and native is not None:
@@ -430,6 +441,21 @@ def make_options(case, arr, native, with_grad):
             kw["z_loss"] = [-1e-4, np.nan, np.inf, -np.inf, 10**400, None, "1", 1j,
                             np.complex64(1e-3 + 1e-3j), -(10**400)][int(rng.integers(10))]
             case.bad(f"z_loss={kw['z_loss']!r}")
+    if rng.random() < 0.25:
+        # softcap / logit_scale (issue 6). Valid values for float64 logits only: in float32 the
+        # transformed logits are rounded, so a confident row's tiny loss carries an error relative
+        # to |z''| that the spec's float32 tolerance does not cover (tests/test_logit_transform.py
+        # tests them at ordinary sizes); invalid ones for every dtype.
+        r = rng.random()
+        if r < 0.8 and native == np.float64:
+            kw["softcap"] = [None, 5.0, 30.0, np.float32(12.5), 1e4][int(rng.integers(5))]
+            kw["logit_scale"] = [1.0, 0.0, 0.5, -2.0, np.float64(1.25), 3][int(rng.integers(6))]
+        elif r >= 0.8:
+            name = ["softcap", "logit_scale"][int(rng.integers(2))]
+            kw[name] = ([0.0, -1.0, np.nan, np.inf, "30", True, 1j, 10**400] if name == "softcap"
+                        else [np.nan, np.inf, -np.inf, None, "1", 1j, np.complex128(1)])[
+                int(rng.integers(8 if name == "softcap" else 7))]
+            case.bad(f"{name}={kw[name]!r}")
     if rng.random() < 0.4:
         kw["return_lse"] = bool(rng.random() < 0.5)
     if rng.random() < 0.4:
@@ -472,6 +498,7 @@ def make_out(case, arr, native, target, kw):
     r = rng.random()
     if r < 0.5 or native is None or arr.ndim == 0 or case.logits_is_list:
         return None
+    native = case.half or native  # the gradient's dtype
     if r < 0.65:  # in place
         case.notes.append("out=logits")
         if not arr.flags.writeable:
@@ -514,7 +541,7 @@ def make_out(case, arr, native, target, kw):
     if r < 0.8:
         kind = int(rng.integers(6))
         case.bad(f"hostile out #{kind}")
-        out = [lambda: np.empty(arr.shape, dtype=np.float16),
+        out = [lambda: np.empty(arr.shape, dtype=np.float32 if case.half else np.float16),
                lambda: np.empty(arr.shape[:-1] + (arr.shape[-1] + 1,), dtype=native),
                lambda: np.empty(arr.shape, dtype=native)[...].view(),
                lambda: np.zeros(arr.shape, dtype=native).tolist(),
@@ -670,6 +697,22 @@ def check_rows(case, result, values64, native, axis):
                                atol=tol["atol"], equal_nan=True, err_msg=str(case))
 
 
+def check_half_grad(grad, expected, dtype, scale, msg):
+    """A float16 gradient: its float32 computation within the float32 tolerance (scaled to a
+    unit-size loss), then rounded to float16: within one float16 ulp more; NaN where NaN."""
+    assert grad.dtype == dtype and grad.shape == expected.shape, f"grad {grad.dtype}; {msg}"
+    got = grad.astype(np.float64)
+    expected = cast_like(expected, dtype)  # beyond float16's range: +-inf
+    nan = np.isnan(expected)
+    np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"grad NaN pattern; {msg}")
+    mag = np.where(np.isfinite(expected), np.abs(expected), 0.0)
+    bound = np.spacing(mag.astype(np.float16)).astype(np.float64) + TOL[np.dtype(np.float32)][
+        "grad_atol"] / scale
+    bad = np.flatnonzero((got != expected) & ~(np.abs(got - expected) <= bound) & ~nan)
+    assert bad.size == 0, (f"grad {got.flat[bad[0]]!r} vs {expected.flat[bad[0]]!r} (bound "
+                           f"{bound.flat[bad[0]]:.3g}); {msg}")
+
+
 def cast_like(expected, dtype):
     """The float64 expectation as the result's dtype can hold it: beyond its range, +-inf."""
     with np.errstate(over="ignore", invalid="ignore"):
@@ -680,9 +723,9 @@ def cast_like(expected, dtype):
 def check_xent(case, fn, result, values64, native, target, kind, kw, out):
     reduction = kw.get("reduction", "mean")
     options = {k: kw[k] for k in ("weight", "sample_weight", "ignore_index", "label_smoothing",
-                                  "z_loss") if k in kw}
-    options = {k: (float(v) if k in ("label_smoothing", "z_loss") else v)
-               for k, v in options.items()}
+                                  "z_loss", "softcap", "logit_scale") if k in kw}
+    options = {k: (float(v) if k in ("label_smoothing", "z_loss", "softcap", "logit_scale")
+                   and v is not None else v) for k, v in options.items()}
     with np.errstate(all="ignore"):
         ref_loss, ref_lse = ref_cross_entropy(values64, target, reduction=reduction, **options)
     return_lse = kw.get("return_lse", False)
@@ -709,8 +752,11 @@ def check_xent(case, fn, result, values64, native, target, kind, kw, out):
         expected = ref_grad(values64, target, reduction=reduction, grad_output=grad_output,
                             **options)
     scale = unit_grad_scale(values64, target, {"reduction": reduction, **options}, grad_output,
-                            ref_lse)
-    check_grad(grad, expected, native, scale, str(case))
+                            ref_lse) / max(1.0, abs(options.get("logit_scale", 1.0)))
+    if case.half is not None:
+        check_half_grad(grad, expected, case.half, scale, str(case))
+    else:
+        check_grad(grad, expected, native, scale, str(case))
     if out is not None:
         assert out.size == 0 or np.shares_memory(grad, out), f"grad not in out; {case}"
         assert grad.shape == values64.shape, f"grad shape {grad.shape}; {case}"

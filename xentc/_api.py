@@ -25,9 +25,11 @@ def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=No
          return_lse=False, denominator=None, lse_dtype=None):
     """Run the fused kernel; returns (loss as the reduction asks, lse rows or None).
     denominator: the 'mean' denominator when the caller has it already (else computed here).
-    lse_dtype: the lse's dtype, the logits' when None (float64 is the other choice)."""
-    loss_rows = np.empty(plan.n_rows, dtype=plan.dtype) if plan.reduction == "none" else None
-    lse = np.empty(plan.n_rows, dtype=lse_dtype or plan.dtype) if return_lse else None
+    lse_dtype: the lse's dtype; None: the kernel's row dtype (float64 is the other choice)."""
+    # row results in the kernel's dtype: float32 for 16-bit logits, whose losses and lse are
+    # float32 accumulations (rounding them to 16 bits would throw away digits they have)
+    loss_rows = np.empty(plan.n_rows, dtype=plan.row_dtype) if plan.reduction == "none" else None
+    lse = np.empty(plan.n_rows, dtype=lse_dtype or plan.row_dtype) if return_lse else None
     total = _kernels.xent(
         plan.logits, plan.n_rows, plan.n_classes, target_index=plan.target_index,
         ignore_index=plan.ignore_index, target_prob=plan.target_prob,
@@ -36,7 +38,8 @@ def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=No
         grad=None if grad is None else as_matrix(grad), grad_fresh=grad_fresh,
         grad_scale=grad_scale,
         row_grad_scale=row_grad_scale, loss_out=loss_rows, lse_out=lse,
-        want_sum=plan.reduction != "none", n_threads=plan.n_threads)
+        want_sum=plan.reduction != "none", n_threads=plan.n_threads,
+        logit_scale=plan.logit_scale, softcap=plan.softcap, logits_half=plan.half)
     if plan.reduction == "none":
         loss = loss_rows.reshape(plan.lead_shape)
     elif plan.reduction == "sum":
@@ -49,35 +52,41 @@ def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=No
 
 
 def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, z_loss=0.0, return_lse=False,
-                  n_threads=None):
+                  reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                  logit_scale=1.0, return_lse=False, n_threads=None):
     """Softmax cross-entropy of `logits` (shape (..., C), classes last) against `target`.
 
+    logits: float32, float64, or 16-bit (float16, ml_dtypes.bfloat16: computed in float32).
     target: class indices of shape logits.shape[:-1] (any integer dtype), or class probabilities
     of shape logits.shape (float32/float64). Options as torch.nn.functional.cross_entropy
     (weight, ignore_index, reduction, label_smoothing), plus sample_weight (per-row weights),
-    z_loss (adds z_loss * lse**2 per counted row) and return_lse (also return each row's
-    log-sum-exp). Returns a Python float for 'mean'/'sum', an ndarray of shape
-    logits.shape[:-1] for 'none'; (loss, lse) with return_lse=True.
+    z_loss (adds z_loss * lse**2 per counted row), logit_scale and softcap (the loss is that of
+    z'' = softcap * tanh(logit_scale * z / softcap), or of logit_scale * z without a softcap)
+    and return_lse (also return each row's log-sum-exp, of z''). Returns a Python float for
+    'mean'/'sum', an ndarray of shape logits.shape[:-1] for 'none' (float32 for 16-bit logits);
+    (loss, lse) with return_lse=True.
     """
     plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                              label_smoothing, z_loss, n_threads)
+                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
     loss, lse = _run(plan, return_lse=return_lse)
     return (loss, lse) if return_lse else loss
 
 
 def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
                             ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                            return_lse=False, n_threads=None, grad_output=None, out=None):
+                            softcap=None, logit_scale=1.0, return_lse=False, n_threads=None,
+                            grad_output=None, out=None):
     """cross_entropy and its gradient with respect to the logits, in one fused pass.
 
     grad_output: the vector-Jacobian product's cotangent (None: 1.0, or ones for 'none'; a scalar,
     or for 'none' an array of shape logits.shape[:-1]). out: where to write the gradient (same
     shape and dtype as logits, writeable, any strides); out=logits overwrites the logits in place.
+    The gradient is with respect to the logits as given, through softcap and logit_scale; for
+    16-bit logits it is computed in float32 and rounded to their dtype (to nearest even).
     Returns (loss, grad), or (loss, lse, grad) with return_lse=True.
     """
     plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                              label_smoothing, z_loss, n_threads)
+                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
     scale, row_scale = check_grad_output(grad_output, plan.reduction, plan.lead_shape)
     grad = check_out(out, logits, plan.dtype, {
         "target": target, "weight": weight, "sample_weight": sample_weight,
@@ -113,22 +122,23 @@ def _mean_scale(plan, scale):
 
 
 def _cross_entropy_lse64(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
-                         reduction="mean", label_smoothing=0.0, z_loss=0.0, n_threads=None):
+                         reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                         logit_scale=1.0, n_threads=None):
     """cross_entropy -> (loss, lse): lse of shape logits.shape[:-1] in float64, whatever the
     logits' dtype, for _grad_from_lse."""
     plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                              label_smoothing, z_loss, n_threads)
+                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
     return _run(plan, return_lse=True, lse_dtype=np.float64)
 
 
 def _grad_from_lse(logits, target, lse, *, weight=None, sample_weight=None, ignore_index=-100,
-                   reduction="mean", label_smoothing=0.0, z_loss=0.0, n_threads=None,
-                   grad_output=None, out=None):
+                   reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                   logit_scale=1.0, n_threads=None, grad_output=None, out=None):
     """The gradient cross_entropy_with_grad returns, from the float64 lse that
     _cross_entropy_lse64 returned for the same logits and options (not checked: a wrong lse
     gives a wrong gradient). out=logits overwrites the logits with it."""
     plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                              label_smoothing, z_loss, n_threads)
+                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
     scale, row_scale = check_grad_output(grad_output, plan.reduction, plan.lead_shape)
     lse_in = check_lse_in(lse, plan.lead_shape)
     grad = check_out(out, logits, plan.dtype, {
@@ -144,12 +154,17 @@ def _grad_from_lse(logits, target, lse, *, weight=None, sample_weight=None, igno
             class_weight=plan.class_weight, sample_weight=plan.sample_weight,
             label_smoothing=plan.label_smoothing, z_loss=plan.z_loss, grad=as_matrix(grad),
             grad_fresh=out is None, grad_scale=scale, row_grad_scale=row_scale, loss_out=None,
-            lse_out=None, want_sum=False, n_threads=plan.n_threads, lse_in=lse_in)
+            lse_out=None, want_sum=False, n_threads=plan.n_threads,
+            logit_scale=plan.logit_scale, softcap=plan.softcap, logits_half=plan.half,
+            lse_in=lse_in)
     return grad
 
 
 def logsumexp(x, axis=-1):
-    """log(sum(exp(x), axis)), as scipy.special.logsumexp, in x's dtype (float32/float64)."""
+    """log(sum(exp(x), axis)), as scipy.special.logsumexp, in x's dtype (float32/float64).
+    16-bit x (float16, bfloat16) is upcast exactly to float32 and the result is float32, as
+    cross_entropy's lse is: the float32 result keeps digits a 16-bit one would drop (the same
+    for softmax and log_softmax)."""
     _, rows, _ = plan_rows(x, axis)
     lead_shape = rows.shape[:-1]
     out = np.empty(math.prod(lead_shape), dtype=rows.dtype)

@@ -52,6 +52,10 @@ cdef extern from "xc_api.h" nogil:
         int lse_out_is_f64
         double *loss_sum_out
         int n_threads
+        int transform
+        double logit_scale
+        double softcap
+        int logits_half
         const double *lse_in
 
     ctypedef struct xc_shard_args:
@@ -130,10 +134,13 @@ cdef check(int status):
 def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64_t ignore_index,
          target_prob, class_weight, sample_weight, double label_smoothing, double z_loss,
          grad, bint grad_fresh, double grad_scale, row_grad_scale, loss_out, lse_out,
-         bint want_sum, int n_threads, lse_in=None):
+         bint want_sum, int n_threads, double logit_scale=1.0, double softcap=0.0,
+         int logits_half=0, lse_in=None):
     """Run the fused kernel; returns the sum of the row losses when want_sum, else None.
-    lse_out may be float64 whatever the logits' dtype; lse_in (float64, n_rows) selects the
-    backward mode: the gradient only, from these log-sum-exps (src_c/xc_api.h)."""
+    softcap 0 means none; logits_half: 0, or 1 (float16) / 2 (bfloat16) logits and grad, run
+    by the float32 kernel (XC_HALF_* in xc_api.h). lse_out may be float64 whatever the logits'
+    dtype; lse_in (float64, n_rows) selects the backward mode: the gradient only, from these
+    log-sum-exps (src_c/xc_api.h)."""
     cdef xc_xent_args a
     cdef double loss_sum = 0.0
     cdef bint is_f64 = logits.array.dtype.itemsize == 8
@@ -161,6 +168,10 @@ def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64
     a.lse_out_is_f64 = lse_out is not None and lse_out.dtype.itemsize == 8
     a.loss_sum_out = &loss_sum if want_sum else NULL
     a.n_threads = n_threads
+    a.transform = logit_scale != 1.0 or softcap != 0.0
+    a.logit_scale = logit_scale
+    a.softcap = softcap
+    a.logits_half = logits_half
     a.lse_in = <const double *>data_of(lse_in)
     with nogil:
         status = xc_xent_f64(&a) if is_f64 else xc_xent_f32(&a)
@@ -308,10 +319,13 @@ def bandwidth_copy(cnp.ndarray src, cnp.ndarray dst, int n_threads):
 
 
 def _math(str name, cnp.ndarray x):
-    """The kernels' own "exp", "log" or "log1p" (src_c/xc_math.h) element-wise, at the active
-    instruction set (test hook: tests/test_build.py measures their ulp error).
+    """The kernels' own "exp", "log", "log1p" or "tanh" (src_c/xc_math.h) element-wise, or the
+    16-bit round trips "f16_round" and "bf16_round" (src_c/xc_half.h), at the active instruction
+    set (test hook: tests/test_build.py measures their ulp error or checks their bits).
     x: a contiguous 1-D float32 or float64 array."""
-    cdef int fn = {"exp": 0, "log": 1, "log1p": 2}[name]  # XC_MATH_EXP, _LOG, _LOG1P
+    # XC_MATH_EXP, _LOG, _LOG1P, _TANH, _F16_ROUND, _BF16_ROUND
+    cdef int fn = {"exp": 0, "log": 1, "log1p": 2, "tanh": 3, "f16_round": 4,
+                   "bf16_round": 5}[name]
     out = cnp.PyArray_EMPTY(1, x.shape, cnp.PyArray_TYPE(x), 0)
     if x.dtype.itemsize == 8:
         xc_math_array_f64(fn, <const double *>cnp.PyArray_DATA(x),

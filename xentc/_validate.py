@@ -41,7 +41,8 @@ class XentPlan(NamedTuple):
     n_rows: int
     n_classes: int
     lead_shape: tuple
-    dtype: np.dtype
+    dtype: np.dtype                   # the logits' (and the gradient's)
+    row_dtype: np.dtype               # the kernel's: 'none' losses, lse, class weights
     target_index: np.ndarray | None   # (n_rows,) int64, when the targets are class indices
     ignore_index: int
     target_prob: Matrix | None        # when the targets are probabilities
@@ -51,6 +52,9 @@ class XentPlan(NamedTuple):
     label_smoothing: float
     z_loss: float
     n_threads: int
+    softcap: float                    # 0.0: none
+    logit_scale: float
+    half: int                         # 0, or HALF_KINDS' code of 16-bit logits
 
 
 # ---- arrays ----------------------------------------------------------------------------------
@@ -100,6 +104,28 @@ def _aligned(a):
     return a if a.flags.aligned else a.copy()
 
 
+# 16-bit logits (issue 6): the kernels' code for each (XC_HALF_* in src_c/xc_api.h). bfloat16 is
+# ml_dtypes' NumPy dtype, known by its name and size so that xentc never imports ml_dtypes.
+HALF_F16, HALF_BF16 = 1, 2
+
+
+def half_kind(dtype):
+    """HALF_F16 for float16, HALF_BF16 for a bfloat16 dtype (ml_dtypes'), else 0."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f" and dtype.itemsize == 2:
+        return HALF_F16
+    if dtype.name == "bfloat16" and dtype.itemsize == 2:
+        return HALF_BF16
+    return 0
+
+
+def kernel_dtype(dtype):
+    """The dtype the kernels compute in for logits of `dtype`: float32 for 16-bit logits (their
+    float32 kernel converts each row as it loads it), else the logits' own."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float32) if half_kind(dtype) else dtype
+
+
 def check_float_dtype(dtype, name):
     """TypeError naming `name` unless `dtype` is float32 or float64 (a metadata check: it runs
     on an ndarray's dtype here, on a dask array's when xentc.dask builds its graph)."""
@@ -116,8 +142,13 @@ def check_float_array(x, name):
 
 
 def check_logits_meta(dtype, shape):
-    """The logits' dtype and shape (classes last, C >= 1)."""
-    check_float_dtype(dtype, "logits")
+    """The logits' dtype and shape (classes last, C >= 1). 16-bit logits (float16, bfloat16)
+    are accepted here, by the cross-entropy functions only."""
+    if not half_kind(dtype):
+        dtype = np.dtype(dtype)
+        if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+            raise TypeError(
+                f"logits must be a float32, float64, float16 or bfloat16 array; got dtype {dtype}")
     if len(shape) == 0:
         raise ValueError("logits must have at least one axis (the classes, last); got a 0-d array")
     if shape[-1] == 0:
@@ -125,7 +156,7 @@ def check_logits_meta(dtype, shape):
 
 
 def check_logits(logits):
-    arr = check_float_array(logits, "logits")
+    arr = logits if isinstance(logits, np.ndarray) else np.asarray(logits)
     check_logits_meta(arr.dtype, arr.shape)
     return arr
 
@@ -183,9 +214,26 @@ class Options(NamedTuple):
     label_smoothing: float
     z_loss: float
     n_threads: int
+    softcap: float = 0.0  # 0.0: no cap
+    logit_scale: float = 1.0
 
 
-def check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads):
+def check_logit_transform(softcap, logit_scale):
+    """(softcap as a float, 0.0 for None; logit_scale as a float). The transform is
+    z' = logit_scale * z, then softcap * tanh(z' / softcap) when softcap is set."""
+    cap = 0.0
+    if softcap is not None:
+        cap = _real_scalar(softcap, "softcap")
+        if not (math.isfinite(cap) and cap > 0.0):
+            raise ValueError(f"softcap must be None or finite and > 0; got {softcap!r}")
+    scale = _real_scalar(logit_scale, "logit_scale")
+    if not math.isfinite(scale):
+        raise ValueError(f"logit_scale must be finite; got {logit_scale!r}")
+    return cap, scale
+
+
+def check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap=None,
+                  logit_scale=1.0):
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
@@ -194,7 +242,9 @@ def check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads):
     z_loss = _real_scalar(z_loss, "z_loss")
     if not (math.isfinite(z_loss) and z_loss >= 0.0):
         raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
-    return Options(reduction, ignore_index, label_smoothing, z_loss, check_n_threads(n_threads))
+    cap, scale = check_logit_transform(softcap, logit_scale)
+    return Options(reduction, ignore_index, label_smoothing, z_loss, check_n_threads(n_threads),
+                   cap, scale)
 
 
 # Metadata checks take a dtype and a shape, so that xentc.dask runs the very same checks on dask
@@ -284,13 +334,14 @@ def index_target_vector(target, n_classes, ignore_index):
 
 
 def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                       label_smoothing, z_loss, n_threads):
+                       label_smoothing, z_loss, n_threads, softcap=None, logit_scale=1.0):
     # Every metadata check first, then the O(N) value scans: the order xentc.dask follows too
     # (metadata when it builds the graph, values inside each block).
     arr = check_logits(logits)
     lead_shape = arr.shape[:-1]
     n_classes = arr.shape[-1]
-    options = check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads)
+    options = check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap,
+                            logit_scale)
     w = None if weight is None else np.asarray(weight)
     if w is not None:
         check_weight_meta(w.dtype, w.shape, n_classes)
@@ -301,7 +352,8 @@ def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, redu
     kind = check_target_meta(t.dtype, t.shape, arr.shape)
 
     kernel_arr = _kernel_ready(arr)
-    class_weight = None if w is None else class_weight_vector(w, kernel_arr.dtype)
+    row_dtype = kernel_dtype(kernel_arr.dtype)
+    class_weight = None if w is None else class_weight_vector(w, row_dtype)
     rows_weight = None if s is None else sample_weight_vector(s)
     target_index = target_prob = None
     if kind == "index":
@@ -310,11 +362,12 @@ def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, redu
         target_prob = as_matrix(_kernel_ready(t))
     return XentPlan(
         logits=as_matrix(kernel_arr), n_rows=math.prod(lead_shape), n_classes=n_classes,
-        lead_shape=lead_shape, dtype=kernel_arr.dtype, target_index=target_index,
-        ignore_index=options.ignore_index, target_prob=target_prob, class_weight=class_weight,
-        sample_weight=rows_weight, reduction=options.reduction,
+        lead_shape=lead_shape, dtype=kernel_arr.dtype, row_dtype=row_dtype,
+        target_index=target_index, ignore_index=options.ignore_index, target_prob=target_prob,
+        class_weight=class_weight, sample_weight=rows_weight, reduction=options.reduction,
         label_smoothing=options.label_smoothing, z_loss=options.z_loss,
-        n_threads=options.n_threads)
+        n_threads=options.n_threads, softcap=options.softcap, logit_scale=options.logit_scale,
+        half=half_kind(kernel_arr.dtype))
 
 
 def mean_denominator(plan):
@@ -431,8 +484,13 @@ def check_out(out, logits, dtype, others):
 
 
 def plan_rows(x, axis):
-    """(x as an ndarray, x with `axis` moved last and kernel-ready, the normalised axis)."""
-    arr = check_float_array(x, "x")
+    """(x as an ndarray, x with `axis` moved last and kernel-ready, the normalised axis).
+    16-bit x (float16, bfloat16) is upcast to float32 here, exactly: these functions then compute
+    and return float32 (see xentc.logsumexp)."""
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if half_kind(arr.dtype):
+        arr = arr.astype(np.float32)
+    check_float_dtype(arr.dtype, "x")
     axis = check_int(axis, "axis")
     if not -arr.ndim <= axis < arr.ndim:
         raise np.exceptions.AxisError(axis, arr.ndim)

@@ -45,6 +45,7 @@ from ._validate import (
     check_weight_meta,
     class_weight_vector,
     index_target_vector,
+    kernel_dtype,
     rows_denominator,
     sample_weight_vector,
 )
@@ -204,16 +205,19 @@ def _denominator(c, lead, lead_chunks, target, weight, sample_weight):
         adjust_chunks=one_per_block, concatenate=True, dtype=np.float64,
         meta=np.empty((0,) * len(lead), np.float64), token="xentc-denominator",
         kind=c.kind, n_classes=c.n_classes, ignore_index=c.options.ignore_index,
-        logits_dtype=c.dtype, lead_ndim=len(lead))
+        logits_dtype=kernel_dtype(c.dtype), lead_ndim=len(lead))
     return _tree_sum(parts)
 
 
 def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, label_smoothing,
-         z_loss, return_lse, n_threads, with_grad, grad_output=None):
+         z_loss, return_lse, n_threads, with_grad, grad_output=None, softcap=None,
+         logit_scale=1.0):
     c = _Checked(logits, target, weight, sample_weight, grad_output,
-                 (reduction, ignore_index, label_smoothing, z_loss, n_threads), with_grad)
+                 (reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap,
+                  logit_scale), with_grad)
     options = {"ignore_index": ignore_index, "reduction": c.options.reduction,
-               "label_smoothing": label_smoothing, "z_loss": z_loss, "n_threads": n_threads}
+               "label_smoothing": label_smoothing, "z_loss": z_loss, "n_threads": n_threads,
+               "softcap": softcap, "logit_scale": logit_scale}
 
     if len(c.shape) == 1:
         # One row: run it as a (1, C) block and give back the shapes the core API gives.
@@ -263,7 +267,8 @@ def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, labe
         meta=np.empty((0,) * ndim, dtype=object), token="xentc-blocks",
         options=options, return_lse=return_lse, with_grad=with_grad)
 
-    rows_meta = np.empty((0,) * (ndim - 1), dtype=c.dtype)
+    # row losses and lse in the kernel's dtype (float32 for 16-bit logits), as the core API's
+    rows_meta = np.empty((0,) * (ndim - 1), dtype=kernel_dtype(c.dtype))
     if c.options.reduction == "none":
         loss = da.blockwise(_pick, lead, blocks, full, "loss", None, concatenate=False,
                             meta=rows_meta, token="xentc-loss")
@@ -313,6 +318,15 @@ def _one_row(c, options, return_lse, with_grad):
 def _class_chunked(logits, c, options, return_lse, with_grad):
     """Logits split along the classes: xentc._dask_shards merges the row statistics of the
     class blocks (vocabulary shards)."""
+    # The shard kernels take neither the logit transform nor 16-bit logits (issue 6).
+    unsupported = [name for name, used in (
+        ("softcap", c.options.softcap != 0.0), ("logit_scale", c.options.logit_scale != 1.0),
+        (f"logits of dtype {c.dtype}", kernel_dtype(c.dtype) != c.dtype)) if used]
+    if unsupported:
+        raise NotImplementedError(
+            f"{' and '.join(unsupported)} need logits in one chunk along the classes; got chunks "
+            f"{logits.chunks[-1]} (rechunk the logits: logits.rechunk({{-1: -1}}))")
+    options = {k: v for k, v in options.items() if k not in ("softcap", "logit_scale")}
     try:
         from ._dask_shards import cross_entropy_blocks
     except ModuleNotFoundError as exc:
@@ -333,23 +347,26 @@ def _class_chunked(logits, c, options, return_lse, with_grad):
 
 
 def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, z_loss=0.0, return_lse=False,
-                  n_threads=None):
+                  reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                  logit_scale=1.0, return_lse=False, n_threads=None):
     """xentc.cross_entropy for dask arrays (and NumPy arrays mixed in).
 
     logits: a dask array of shape (..., C), chunked along the leading axes any way. target,
     weight, sample_weight: dask or NumPy arrays, rechunked to the logits' blocks of rows.
     Returns lazy dask arrays: the row losses for 'none', a 0-d float64 array for 'mean'/'sum';
-    (loss, lse) with return_lse=True. n_threads applies to each block's kernel.
+    (loss, lse) with return_lse=True. n_threads applies to each block's kernel. softcap and
+    logit_scale as in the core API, for logits in one chunk along the classes.
     """
     return _run(logits, target, weight=weight, sample_weight=sample_weight,
                 ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-                z_loss=z_loss, return_lse=return_lse, n_threads=n_threads, with_grad=False)
+                z_loss=z_loss, return_lse=return_lse, n_threads=n_threads, with_grad=False,
+                softcap=softcap, logit_scale=logit_scale)
 
 
 def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
                             ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                            return_lse=False, n_threads=None, grad_output=None):
+                            softcap=None, logit_scale=1.0, return_lse=False, n_threads=None,
+                            grad_output=None):
     """xentc.cross_entropy_with_grad for dask arrays: (loss, grad) or (loss, lse, grad), lazy.
 
     grad is chunked like the logits; grad_output is a scalar (Python, NumPy or a 0-d dask array)
@@ -359,7 +376,7 @@ def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
     return _run(logits, target, weight=weight, sample_weight=sample_weight,
                 ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
                 z_loss=z_loss, return_lse=return_lse, n_threads=n_threads, with_grad=True,
-                grad_output=grad_output)
+                grad_output=grad_output, softcap=softcap, logit_scale=logit_scale)
 
 
 # ---- .npy files on disk ------------------------------------------------------------------------
