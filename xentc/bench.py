@@ -14,7 +14,7 @@ Each peer's loss is checked against xentc's; a mismatch is shown in the table, n
 Workloads and peers are shared with the pytest-benchmark suite in bench/.
 
 A second table, "torch training step", times the forward and backward of the loss through
-autograd at N=4096 C=32000 (float32, and bfloat16 with the 16-bit kernels): xentc.torch, with and
+autograd at N=4096 C=32000 (float32 and bfloat16): xentc.torch, with and
 without inplace_backward, against torch.nn.functional.cross_entropy, each case in a fresh process,
 with its median time and peak extra memory. It is skipped, saying why, when torch is missing.
 """
@@ -400,10 +400,7 @@ class TorchStepRow:
 
 
 def torch_step_dtypes():
-    """float32, and bfloat16 where xentc has its 16-bit kernels."""
-    from xentc.torch import _HAS_LOWP
-
-    return ["float32", "bfloat16"] if _HAS_LOWP else ["float32"]
+    return ["float32", "bfloat16"]
 
 
 def torch_step_case(spec):

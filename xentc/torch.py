@@ -24,8 +24,6 @@ cross-entropy in float32).
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import torch
 
@@ -33,9 +31,6 @@ from . import _api
 
 __all__ = ["cross_entropy", "CrossEntropyLoss"]
 
-# The logit transform and 16-bit logits arrive with the lowp kernels; until then (or in an older
-# build) softcap / logit_scale other than their defaults are refused here with that reason.
-_HAS_LOWP = "softcap" in inspect.signature(_api._cross_entropy_lse64).parameters
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -153,12 +148,12 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                   logit_scale=1.0, inplace_backward=False):
     """torch.nn.functional.cross_entropy, computed by xentc's fused CPU kernels.
 
-    input: (C,), (N, C) or (N, C, d1, ...), float32 / float64 (float16 / bfloat16 with the
-    16-bit kernels); target: class indices of shape (), (N) or (N, d1, ...), or class
-    probabilities of input's shape. weight, ignore_index, reduction, label_smoothing and the
-    legacy size_average / reduce: as torch. Extras: z_loss (adds z_loss * lse**2 per counted
-    row), softcap and logit_scale (the loss of softcap * tanh(logit_scale * input / softcap)),
-    inplace_backward (the backward writes the gradient over input's storage and returns it).
+    input: (C,), (N, C) or (N, C, d1, ...), float32, float64, float16 or bfloat16; target:
+    class indices of shape (), (N) or (N, d1, ...), or class probabilities of input's shape.
+    weight, ignore_index, reduction, label_smoothing and the legacy size_average / reduce: as
+    torch. Extras: z_loss (adds z_loss * lse**2 per counted row), softcap and logit_scale (the
+    loss of softcap * tanh(logit_scale * input / softcap)), inplace_backward (the backward
+    writes the gradient over input's storage and returns it).
     """
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
@@ -174,12 +169,8 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     if input.ndim == 0:
         raise ValueError("input must have at least one dimension (the classes); got a 0-d tensor")
     options = {"ignore_index": ignore_index, "reduction": reduction,
-               "label_smoothing": label_smoothing, "z_loss": z_loss}
-    if softcap is not None or logit_scale != 1.0:
-        if not _HAS_LOWP:
-            raise NotImplementedError(
-                "softcap and logit_scale need the lowp kernels, which this xentc build lacks")
-        options.update(softcap=softcap, logit_scale=logit_scale)
+               "label_smoothing": label_smoothing, "z_loss": z_loss, "softcap": softcap,
+               "logit_scale": logit_scale}
     return _CrossEntropyFunction.apply(input, target, weight, options, bool(inplace_backward))
 
 
