@@ -49,7 +49,8 @@ typedef struct {
 
     /* Outputs, each optional. */
     void *loss_out;                      /* n_rows, contiguous: each row's loss */
-    void *lse_out;                       /* n_rows, contiguous: each row's log-sum-exp */
+    void *lse_out;                       /* n_rows, contiguous: each row's log-sum-exp, in the */
+    int lse_out_is_f64;                  /* logits' dtype, or float64 when this is set */
     double *loss_sum_out;                /* sum of the row losses, in an order fixed by the shape */
 
     int n_threads;                       /* >= 1 */
@@ -66,6 +67,12 @@ typedef struct {
     double logit_scale;                  /* finite */
     double softcap;                      /* > 0, or 0: no cap */
     int logits_half;                     /* XC_HALF_NONE | XC_HALF_F16 | XC_HALF_BF16 */
+
+    /* Backward mode, when set: n_rows log-sum-exps (contiguous), as a forward call wrote them
+     * with lse_out_is_f64. The call then writes the gradient only (grad.data must be set; the
+     * loss outputs are not written), in one pass over the logits with p_j = exp(z_j - lse_in[i]):
+     * no max, no sum. The autograd backward of xentc.torch, after a forward that kept the lse. */
+    const double *lse_in;
 } xc_xent_args;
 
 #define XC_HALF_NONE 0

@@ -49,7 +49,7 @@ def test_report_end_to_end(tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     rc = bench.main(["--only", "--workload", "64,100", "--workload", "16,1000,float64",
                      "--peers", "numpy", "--repeats", "3", "--threads", "1",
-                     "--json", str(out_json), "--markdown", str(out_md)])
+                     "--json", str(out_json), "--markdown", str(out_md), "--no-torch-step"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "bandwidth at 1 threads" in text and "N=64 C=100 f32" in text
@@ -80,5 +80,24 @@ def test_plot(tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib (optional)")
     path = tmp_path / "bench.png"
     bench.main(["--only", "--workload", "32,100", "--peers", "numpy", "--repeats", "3",
-                "--plot", str(path)])
+                "--plot", str(path), "--no-torch-step"])
     assert path.stat().st_size > 1000
+
+
+def test_torch_step_section():
+    # Each case in its own interpreter: three small ones, losses checked against torch's.
+    pytest.importorskip("torch", reason="the torch training step section needs torch")
+    rows = bench.torch_step_rows(bench.Workload(16, 1000), n_threads=1, repeats=3)
+    assert [r.impl for r in rows[:3]] == [label for label, _, _ in bench.TORCH_STEP_IMPLS]
+    for r in rows:
+        assert r.loss_check == "ok", r
+        assert r.median_ms > 0 and r.extra_mib is not None and r.extra_mib >= 0
+    assert bench.format_torch_step(rows, markdown=True).startswith("| workload |")
+    text = bench.format_torch_step(rows)
+    assert "xentc.torch inplace_backward" in text and "vs torch" in text
+
+
+def test_torch_step_section_can_be_left_out(capsys):
+    bench.main(["--only", "--workload", "16,100", "--peers", "numpy", "--repeats", "3",
+                "--no-torch-step"])
+    assert "skipped: --no-torch-step" in capsys.readouterr().out

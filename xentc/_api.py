@@ -12,6 +12,7 @@ from . import _kernels
 from ._validate import (
     as_matrix,
     check_grad_output,
+    check_lse_in,
     check_n_threads,
     check_out,
     mean_denominator,
@@ -21,13 +22,14 @@ from ._validate import (
 
 
 def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=None,
-         return_lse=False, denominator=None):
+         return_lse=False, denominator=None, lse_dtype=None):
     """Run the fused kernel; returns (loss as the reduction asks, lse rows or None).
-    denominator: the 'mean' denominator when the caller has it already (else computed here)."""
+    denominator: the 'mean' denominator when the caller has it already (else computed here).
+    lse_dtype: the lse's dtype; None: the kernel's row dtype (float64 is the other choice)."""
     # row results in the kernel's dtype: float32 for 16-bit logits, whose losses and lse are
     # float32 accumulations (rounding them to 16 bits would throw away digits they have)
     loss_rows = np.empty(plan.n_rows, dtype=plan.row_dtype) if plan.reduction == "none" else None
-    lse = np.empty(plan.n_rows, dtype=plan.row_dtype) if return_lse else None
+    lse = np.empty(plan.n_rows, dtype=lse_dtype or plan.row_dtype) if return_lse else None
     total = _kernels.xent(
         plan.logits, plan.n_rows, plan.n_classes, target_index=plan.target_index,
         ignore_index=plan.ignore_index, target_prob=plan.target_prob,
@@ -89,24 +91,73 @@ def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
     grad = check_out(out, logits, plan.dtype, {
         "target": target, "weight": weight, "sample_weight": sample_weight,
         "grad_output": grad_output})
-    denominator = None
-    nothing_counts = False
-    if plan.reduction == "mean":
-        denominator = mean_denominator(plan)
-        # A zero denominator (every row ignored or weighted 0) gives a NaN mean and, as torch,
-        # an all-zero gradient: also for a counted row of class weight 0 holding NaN, to which
-        # the kernel would give its NaN gradient row. So the kernel computes the loss (and lse)
-        # only, and the zeros are written after it (after the lse, also with out=logits).
-        if denominator != 0:
-            scale = scale / denominator
-        else:
-            nothing_counts = True
+    scale, denominator, nothing_counts = _mean_scale(plan, scale)
     loss, lse = _run(plan, grad=None if nothing_counts else grad, grad_fresh=out is None,
                      grad_scale=scale, row_grad_scale=row_scale, return_lse=return_lse,
                      denominator=denominator)
     if nothing_counts:
         grad[...] = 0
     return (loss, lse, grad) if return_lse else (loss, grad)
+
+
+def _mean_scale(plan, scale):
+    """(gradient scale, 'mean' denominator or None, whether nothing counts) for a plan."""
+    if plan.reduction != "mean":
+        return scale, None, False
+    denominator = mean_denominator(plan)
+    # A zero denominator (every row ignored or weighted 0) gives a NaN mean and, as torch,
+    # an all-zero gradient: also for a counted row of class weight 0 holding NaN, to which
+    # the kernel would give its NaN gradient row. So the kernel computes the loss (and lse)
+    # only, and the zeros are written after it (after the lse, also with out=logits).
+    if denominator == 0:
+        return scale, denominator, True
+    return scale / denominator, denominator, False
+
+
+# ---- the forward/backward split of xentc.torch (private) -------------------------------------
+# Autograd runs the loss and its gradient at different times. The forward keeps each row's
+# log-sum-exp in float64; the backward mode of the kernel (src_c/xc_api.h, lse_in) then writes
+# the gradient in one pass over the logits, p_j = exp(z_j - lse_i), with no max or sum pass.
+# Same arguments, same validation plan, same semantics as cross_entropy_with_grad.
+
+
+def _cross_entropy_lse64(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
+                         reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                         logit_scale=1.0, n_threads=None):
+    """cross_entropy -> (loss, lse): lse of shape logits.shape[:-1] in float64, whatever the
+    logits' dtype, for _grad_from_lse."""
+    plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
+                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
+    return _run(plan, return_lse=True, lse_dtype=np.float64)
+
+
+def _grad_from_lse(logits, target, lse, *, weight=None, sample_weight=None, ignore_index=-100,
+                   reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                   logit_scale=1.0, n_threads=None, grad_output=None, out=None):
+    """The gradient cross_entropy_with_grad returns, from the float64 lse that
+    _cross_entropy_lse64 returned for the same logits and options (not checked: a wrong lse
+    gives a wrong gradient). out=logits overwrites the logits with it."""
+    plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
+                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
+    scale, row_scale = check_grad_output(grad_output, plan.reduction, plan.lead_shape)
+    lse_in = check_lse_in(lse, plan.lead_shape)
+    grad = check_out(out, logits, plan.dtype, {
+        "target": target, "weight": weight, "sample_weight": sample_weight,
+        "grad_output": grad_output, "lse": lse})
+    scale, _, nothing_counts = _mean_scale(plan, scale)
+    if nothing_counts:
+        grad[...] = 0
+    elif plan.n_rows:
+        _kernels.xent(
+            plan.logits, plan.n_rows, plan.n_classes, target_index=plan.target_index,
+            ignore_index=plan.ignore_index, target_prob=plan.target_prob,
+            class_weight=plan.class_weight, sample_weight=plan.sample_weight,
+            label_smoothing=plan.label_smoothing, z_loss=plan.z_loss, grad=as_matrix(grad),
+            grad_fresh=out is None, grad_scale=scale, row_grad_scale=row_scale, loss_out=None,
+            lse_out=None, want_sum=False, n_threads=plan.n_threads,
+            logit_scale=plan.logit_scale, softcap=plan.softcap, logits_half=plan.half,
+            lse_in=lse_in)
+    return grad
 
 
 def logsumexp(x, axis=-1):

@@ -49,12 +49,14 @@ cdef extern from "xc_api.h" nogil:
         int64_t row_grad_scale_step
         void *loss_out
         void *lse_out
+        int lse_out_is_f64
         double *loss_sum_out
         int n_threads
         int transform
         double logit_scale
         double softcap
         int logits_half
+        const double *lse_in
 
     ctypedef struct xc_shard_args:
         xc_xent_args xent
@@ -133,10 +135,12 @@ def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64
          target_prob, class_weight, sample_weight, double label_smoothing, double z_loss,
          grad, bint grad_fresh, double grad_scale, row_grad_scale, loss_out, lse_out,
          bint want_sum, int n_threads, double logit_scale=1.0, double softcap=0.0,
-         int logits_half=0):
+         int logits_half=0, lse_in=None):
     """Run the fused kernel; returns the sum of the row losses when want_sum, else None.
     softcap 0 means none; logits_half: 0, or 1 (float16) / 2 (bfloat16) logits and grad, run
-    by the float32 kernel (XC_HALF_* in xc_api.h)."""
+    by the float32 kernel (XC_HALF_* in xc_api.h). lse_out may be float64 whatever the logits'
+    dtype; lse_in (float64, n_rows) selects the backward mode: the gradient only, from these
+    log-sum-exps (src_c/xc_api.h)."""
     cdef xc_xent_args a
     cdef double loss_sum = 0.0
     cdef bint is_f64 = logits.array.dtype.itemsize == 8
@@ -161,12 +165,14 @@ def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64
     a.row_grad_scale_step = step_of(row_grad_scale)
     a.loss_out = data_of(loss_out)
     a.lse_out = data_of(lse_out)
+    a.lse_out_is_f64 = lse_out is not None and lse_out.dtype.itemsize == 8
     a.loss_sum_out = &loss_sum if want_sum else NULL
     a.n_threads = n_threads
     a.transform = logit_scale != 1.0 or softcap != 0.0
     a.logit_scale = logit_scale
     a.softcap = softcap
     a.logits_half = logits_half
+    a.lse_in = <const double *>data_of(lse_in)
     with nogil:
         status = xc_xent_f64(&a) if is_f64 else xc_xent_f32(&a)
     check(status)

@@ -420,6 +420,19 @@ def check_grad_output(grad_output, reduction, lead_shape):
     return 1.0, _rows_vector(g, np.float64)
 
 
+def check_lse_in(lse, lead_shape):
+    """The float64 log-sum-exps a forward call kept, for the backward mode (xentc._api's
+    _grad_from_lse): shape logits.shape[:-1] (or flattened), as a contiguous float64 vector."""
+    arr = np.asarray(lse)
+    if arr.dtype != np.float64:
+        raise TypeError(f"lse must be a float64 array (the forward's, kept in float64); "
+                        f"got dtype {arr.dtype}")
+    if arr.shape not in (tuple(lead_shape), (math.prod(lead_shape),)):
+        raise ValueError(f"lse must have shape logits.shape[:-1] = {tuple(lead_shape)}; "
+                         f"got {arr.shape}")
+    return _aligned(np.ascontiguousarray(arr.reshape(-1), dtype=np.float64))
+
+
 def _overlaps(a, b):
     if b is None or not np.may_share_memory(a, b):
         return False

@@ -12,6 +12,11 @@ states each time as:
             returned gradient included.
 Each peer's loss is checked against xentc's; a mismatch is shown in the table, not hidden.
 Workloads and peers are shared with the pytest-benchmark suite in bench/.
+
+A second table, "torch training step", times the forward and backward of the loss through
+autograd at N=4096 C=32000 (float32 and bfloat16): xentc.torch, with and
+without inplace_backward, against torch.nn.functional.cross_entropy, each case in a fresh process,
+with its median time and peak extra memory. It is skipped, saying why, when torch is missing.
 """
 
 from __future__ import annotations
@@ -201,6 +206,14 @@ def available_implementations(names=None, skipped=None):
 # ---- measurement ---------------------------------------------------------------------------------
 
 
+def _importable(module):
+    try:
+        __import__(module)
+    except Exception:  # noqa: BLE001 - a broken install counts as missing
+        return False
+    return True
+
+
 def _status_kib(field):
     try:
         with open("/proc/self/status") as f:
@@ -359,6 +372,128 @@ def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
     return rows
 
 
+# ---- the torch training step (xentc.torch against torch.nn.functional.cross_entropy) ------------
+# forward + backward of the mean loss, as a training step runs it: the logits are a tensor that
+# requires grad, and torch.autograd.grad(loss, logits) returns their gradient (what the layer
+# below would receive; no .grad accumulation). Each case runs in a fresh interpreter, so that
+# one case's freed memory, allocator caches or thread pools cannot hide another's peak.
+
+TORCH_STEP_WORKLOAD = Workload(4096, 32000)
+# (label, loss function name, inplace_backward)
+TORCH_STEP_IMPLS = [
+    ("torch F.cross_entropy", "torch", False),
+    ("xentc.torch", "xentc", False),
+    ("xentc.torch inplace_backward", "xentc", True),
+]
+
+
+@dataclass
+class TorchStepRow:
+    workload: str
+    dtype: str
+    impl: str
+    median_ms: float
+    vs_torch: float
+    extra_mib: float | None
+    loss: float
+    loss_check: str
+
+
+def torch_step_dtypes():
+    return ["float32", "bfloat16"]
+
+
+def torch_step_case(spec):
+    """Run one case (in the fresh interpreter `--torch-step-case` starts); returns its figures.
+    Peak extra memory: VmHWM after the first full-size step over VmRSS before it (the inputs
+    already resident), after a small warm-up step has loaded the kernels and thread pools."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(spec["threads"])
+    if spec["impl"] == "torch":
+        loss_fn = F.cross_entropy
+    else:
+        import xentc.torch as xt
+
+        inplace = spec["inplace"]
+
+        def loss_fn(z, y):
+            return xt.cross_entropy(z, y, inplace_backward=inplace)
+
+    dtype = getattr(torch, spec["dtype"])
+
+    def inputs(n_rows, n_classes):
+        logits, target = make_inputs(Workload(n_rows, n_classes))
+        x = torch.from_numpy(logits).to(dtype).requires_grad_(True)
+        return x, torch.from_numpy(target)
+
+    def step(x, y):
+        loss = loss_fn(x, y)
+        (grad,) = torch.autograd.grad(loss, x)
+        return float(loss), grad
+
+    step(*inputs(64, 1000))
+    map_large_allocations()
+    x, y = inputs(spec["n_rows"], spec["n_classes"])
+    # the loss of these very (possibly 16-bit) logits in float64, for the loss check; computed
+    # and freed before the peak is reset (the in-place case overwrites the logits)
+    with torch.no_grad():
+        reference = float(F.cross_entropy(x.detach().double(), y))
+    (loss, grad), extra = peak_extra_bytes(lambda: step(x, y))
+    del grad
+    # in place, each step overwrites the logits with their gradient: finite values, the same work
+    seconds = median_seconds(lambda: step(x, y), spec["repeats"])
+    return {"loss": loss, "reference": reference, "seconds": seconds, "extra_bytes": extra}
+
+
+def torch_step_rows(workload, n_threads, repeats, progress=None):
+    """The section's rows, each case in a fresh `python -m xentc.bench --torch-step-case`."""
+    import subprocess
+
+    rows = []
+    for dtype in torch_step_dtypes():
+        base = None
+        for label, impl, inplace in TORCH_STEP_IMPLS:
+            if progress:
+                progress.step(f"torch training step {workload.label} {dtype}: {label}")
+            spec = {"impl": impl, "inplace": inplace, "dtype": dtype, "threads": n_threads,
+                    "repeats": repeats, "n_rows": workload.n_rows,
+                    "n_classes": workload.n_classes}
+            done = subprocess.run(
+                [sys.executable, "-m", "xentc.bench", "--torch-step-case", json.dumps(spec)],
+                capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"torch step case {spec} failed:\n{done.stderr}")
+            res = json.loads(done.stdout.strip().splitlines()[-1])
+            if base is None:
+                base = res
+            # against the float64 loss of the same logits; torch's loss of bfloat16 logits is
+            # itself bfloat16 (8 bits, measured 1.2e-2 off at N=4096), xentc's float32
+            rel = abs(res["loss"] - res["reference"]) / max(abs(res["reference"]), 1e-30)
+            bound = 1e-4 if dtype == "float32" or impl == "xentc" else 3e-2
+            rows.append(TorchStepRow(
+                f"N={workload.n_rows} C={workload.n_classes}", dtype, label,
+                res["seconds"] * 1e3, res["seconds"] / base["seconds"],
+                None if res["extra_bytes"] is None else res["extra_bytes"] / 2**20, res["loss"],
+                "ok" if rel <= bound else f"MISMATCH rel {rel:.1e}"))
+    return rows
+
+
+def format_torch_step(rows, markdown=False):
+    head = ["workload", "dtype", "impl", "median ms", "vs torch", "extra MiB",
+            "loss check (vs float64)"]
+    body = [[r.workload, r.dtype, r.impl, f"{r.median_ms:.1f}", f"{r.vs_torch:.2f}x",
+             "n/a" if r.extra_mib is None else f"{r.extra_mib:.0f}", r.loss_check] for r in rows]
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
+    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
+              for i, h in enumerate(head)]
+    fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    return "\n".join([fmt.format(*head)] + [fmt.format(*b) for b in body])
+
+
 def machine_info(n_threads):
     cpu = platform.processor() or platform.machine()
     try:
@@ -464,7 +599,13 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="plot GB/s against C (matplotlib)")
     parser.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    parser.add_argument("--no-torch-step", action="store_true",
+                        help="leave out the torch training step section")
+    parser.add_argument("--torch-step-case", help=argparse.SUPPRESS)  # one case, in a subprocess
     args = parser.parse_args(argv)
+    if args.torch_step_case:
+        print(json.dumps(torch_step_case(json.loads(args.torch_step_case))))
+        return 0
 
     n_threads = check_n_threads(args.threads)
     map_large_allocations()
@@ -506,13 +647,40 @@ def main(argv=None):
     mismatches = [r for r in rows if r.loss_check != "ok"]
     if mismatches:
         print(f"{len(mismatches)} loss mismatch(es) against xentc: see the 'loss check' column.")
+
+    step_rows = []
+    if args.no_torch_step:
+        why = "--no-torch-step"
+    elif "torch" not in impls and not _importable("torch"):
+        why = "torch is not installed (pip install 'xentc[torch]', the CPU build of torch)"
+    else:
+        why = None
+        step_workload = quick(TORCH_STEP_WORKLOAD) if args.quick else TORCH_STEP_WORKLOAD
+        progress = Progress(3 * len(torch_step_dtypes()))
+        step_rows = torch_step_rows(step_workload, n_threads, args.repeats, progress)
+        progress.close()
+    print("\ntorch training step: forward + backward of the mean loss (torch.autograd.grad of it "
+          "with respect to the logits),\nxentc.torch against torch.nn.functional.cross_entropy, "
+          f"{n_threads} threads, each case in a fresh process.")
+    if why:
+        print(f"skipped: {why}")
+    else:
+        print(format_torch_step(step_rows))
+        print("extra MiB: the process's resident high-water mark (VmHWM, reset before the "
+              "step) over its resident set before it: every allocation torch or xentc makes "
+              "shows there, the returned gradient included.")
+        if any(r.loss_check != "ok" for r in step_rows):
+            print("loss mismatch against torch: see the 'loss check' column.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "bandwidth": bandwidth,
-                       "rows": [asdict(r) for r in rows]}, f, indent=2)
+                       "rows": [asdict(r) for r in rows],
+                       "torch_step": [asdict(r) for r in step_rows]}, f, indent=2)
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(format_table(rows, markdown=True) + "\n")
+            if step_rows:
+                f.write("\n" + format_torch_step(step_rows, markdown=True) + "\n")
     if args.plot:
         plot(rows, bandwidth, args.plot)
     return 0
