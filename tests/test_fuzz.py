@@ -361,7 +361,9 @@ def make_target(case, arr, native):
     if kind < 0.4:
         probs = rng.dirichlet(np.ones(max(c, 1)), size=lead)[..., :c] if c else np.zeros(arr.shape)
     elif kind < 0.7 and c:
-        probs = np.eye(c)[rng.integers(0, c, size=lead)]
+        # one-hot rows, set in place: np.eye(c) would be c * c doubles (12.8 GB at c = 40000)
+        probs = np.zeros(arr.shape)
+        np.put_along_axis(probs, rng.integers(0, c, size=lead + (1,)), 1.0, axis=-1)
     else:
         probs = rng.uniform(0, 1.5, size=arr.shape)  # not summing to 1: still defined
     if rng.random() < 0.15:
