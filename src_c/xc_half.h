@@ -81,16 +81,12 @@ XC_INLINE uint16_t xc_f32_to_f16_soft(float f)
 
 XC_INLINE float xc_bf16_to_f32(uint16_t h)
 {
-    const uint32_t bits = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
+    return xc_f32_from_bits((uint32_t)h << 16);
 }
 
 XC_INLINE uint16_t xc_f32_to_bf16(float f)
 {
-    uint32_t x;
-    memcpy(&x, &f, sizeof x);
+    const uint32_t x = xc_f32_bits(f);
     const uint32_t rounded = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
     const uint32_t quiet_nan = (x >> 16) | 0x40u;
     return (uint16_t)((x & 0x7FFFFFFFu) > 0x7F800000u ? quiet_nan : rounded);

@@ -9,6 +9,7 @@ and non-finite rows have named tests instead.
 
 import numpy as np
 from conftest import thread_counts
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -274,3 +275,20 @@ def array_cases(draw):
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     x = with_layout((rng.standard_normal(shape) * 3).astype(dtype), layout)
     return x, axis, layout
+
+
+# Explicit settings (not a conftest profile): deadline off because the reference is slow on purpose.
+SWEEP = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+def strided_out(shape, dtype, sentinel=7.0):
+    """A writeable non-contiguous out= view and a check that nothing outside it was written."""
+    buf = np.full(tuple(2 * n + 1 for n in shape), sentinel, dtype=dtype)
+    inside = (slice(1, None, 2),) * len(shape)
+    outside = np.ones(buf.shape, dtype=bool)
+    outside[inside] = False
+    return buf[inside], lambda: bool(np.all(buf[outside] == sentinel))

@@ -17,9 +17,9 @@ import math
 import numpy as np
 import pytest
 from conftest import TOL, thread_counts
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from reference import check_grad, check_loss, ref_cross_entropy, ref_grad, unit_grad_scale
-from strategies import layout_of, with_layout, xent_cases
+from strategies import SWEEP, layout_of, strided_out, with_layout, xent_cases
 
 try:
     from xentc import _api, cross_entropy_with_grad
@@ -33,21 +33,6 @@ pytestmark = [
     pytest.mark.skipif(_api is None, reason=XENTC_MISSING),
     pytest.mark.usefixtures("every_isa"),
 ]
-
-SWEEP = settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-def _strided_out(shape, dtype, sentinel=7.0):
-    buf = np.full(tuple(2 * n + 1 for n in shape), sentinel, dtype=dtype)
-    inside = (slice(1, None, 2),) * len(shape)
-    outside = np.ones(buf.shape, dtype=bool)
-    outside[inside] = False
-    return buf[inside], lambda: bool(np.all(buf[outside] == sentinel))
-
 
 def _grad_close(a, b, dtype, scale, msg):
     """Two xentc gradients of one case within the spec's gradient tolerance of each other."""
@@ -75,7 +60,7 @@ def test_backward_mode_matches_reference(case):
 
     logits, out, untouched = case.logits, None, None
     if case.out_kind == "fresh":
-        out, untouched = _strided_out(logits.shape, dtype)
+        out, untouched = strided_out(logits.shape, dtype)
     elif case.out_kind == "logits":
         # a private copy, overwritten in place (with_layout alone may hand back the same memory)
         logits = with_layout(np.array(case.logits), case.layout)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.special
 from conftest import TOL
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import (
     check_grad,
@@ -28,7 +28,15 @@ from reference import (
     ref_softmax,
     unit_grad_scale,
 )
-from strategies import array_cases, describe_array, layout_of, with_layout, xent_cases
+from strategies import (
+    SWEEP,
+    array_cases,
+    describe_array,
+    layout_of,
+    strided_out,
+    with_layout,
+    xent_cases,
+)
 
 try:
     import xentc
@@ -43,21 +51,6 @@ pytestmark = pytest.mark.usefixtures("every_isa")
 
 needs_xentc = pytest.mark.skipif(xentc is None, reason=XENTC_MISSING)
 
-# Explicit settings (not a conftest profile): deadline off because the reference is slow on purpose.
-SWEEP = settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-
-
-def _strided_out(shape, dtype, sentinel=7.0):
-    """A writeable non-contiguous out= view and a check that nothing outside it was written."""
-    buf = np.full(tuple(2 * n + 1 for n in shape), sentinel, dtype=dtype)
-    inside = (slice(1, None, 2),) * len(shape)
-    outside = np.ones(buf.shape, dtype=bool)
-    outside[inside] = False
-    return buf[inside], lambda: bool(np.all(buf[outside] == sentinel))
 
 
 def _padding_untouched(view):
@@ -282,7 +275,7 @@ def test_cross_entropy_with_grad_matches_reference(case):
 
     logits, out, untouched = case.logits, None, None
     if case.out_kind == "fresh":
-        out, untouched = _strided_out(logits.shape, dtype)
+        out, untouched = strided_out(logits.shape, dtype)
     elif case.out_kind == "logits":
         logits = with_layout(case.logits, case.layout)  # a private copy, overwritten in place
         out = logits
