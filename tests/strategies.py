@@ -7,6 +7,8 @@ and non-finite rows have named tests instead.
 """
 
 
+import math
+
 import numpy as np
 from conftest import thread_counts
 from hypothesis import HealthCheck, settings
@@ -292,3 +294,14 @@ def strided_out(shape, dtype, sentinel=7.0):
     outside = np.ones(buf.shape, dtype=bool)
     outside[inside] = False
     return buf[inside], lambda: bool(np.all(buf[outside] == sentinel))
+
+
+def confident_rows(c, y, gap, shift, dtype):
+    """Two rows of c logits: a confident one, whose class y has p_y = 1 - gap and max `shift`,
+    then an ordinary one. The other logits are shift - d with d on a 1/64 grid, so z_k - max is
+    exact in float32 too: the only errors left are the kernel's own."""
+    d = round(-math.log(gap / (c - 1)) * 64) / 64
+    z = np.full(c, shift - d)
+    z[y] = shift
+    z[0] -= 0.5
+    return np.stack([z, np.linspace(-1, 1, c)]).astype(dtype)

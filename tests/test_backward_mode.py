@@ -19,7 +19,7 @@ import pytest
 from conftest import TOL, thread_counts
 from hypothesis import given
 from reference import check_grad, check_loss, ref_cross_entropy, ref_grad, unit_grad_scale
-from strategies import SWEEP, layout_of, strided_out, with_layout, xent_cases
+from strategies import SWEEP, confident_rows, layout_of, strided_out, with_layout, xent_cases
 
 try:
     from xentc import _api, cross_entropy_with_grad
@@ -150,11 +150,7 @@ def test_confident_row(dtype, gap, shift, target_kind):
     # few ulp of itself, which expm1(z_y - lse) gives and a rounded p_y could not; at max 100 a
     # float32 lse would also have lost 4e-6 of z_y - lse.
     c, y = 5, 2
-    d = round(-math.log(gap / (c - 1)) * 64) / 64
-    z = np.full(c, shift - d)
-    z[y] = shift
-    z[0] -= 0.5
-    logits = np.stack([z, np.linspace(-1, 1, c)]).astype(dtype)
+    logits = confident_rows(c, y, gap, shift, dtype)
     target = np.array([y, 1]) if target_kind == "index" else np.eye(c)[[y, 1]].astype(dtype)
     msg = f"confident row p_y = 1 - {gap:g}, max logit {shift}, {dtype}, target {target_kind}"
     expected = ref_grad(logits, target, reduction="sum")

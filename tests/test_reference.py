@@ -31,6 +31,7 @@ from reference import (
 from strategies import (
     SWEEP,
     array_cases,
+    confident_rows,
     describe_array,
     layout_of,
     strided_out,
@@ -385,11 +386,7 @@ def test_confident_row(dtype, gap, shift, target_kind):
     # The other logits are shift - d with d on a 1/64 grid, so z_k - max is exact in float32 too:
     # the only errors left are the kernel's own.
     c, y = 5, 2
-    d = round(-math.log(gap / (c - 1)) * 64) / 64
-    z = np.full(c, shift - d)
-    z[y] = shift
-    z[0] -= 0.5
-    logits = np.stack([z, np.linspace(-1, 1, c)]).astype(dtype)  # plus an ordinary row
+    logits = confident_rows(c, y, gap, shift, dtype)
     target = np.array([y, 1]) if target_kind == "index" else np.eye(c)[[y, 1]].astype(dtype)
     msg = f"confident row p_y = 1 - {gap:g}, max logit {shift}, {dtype}, target {target_kind}"
 
