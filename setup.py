@@ -41,7 +41,9 @@ int main(void) {
     int n = 0;
     #pragma omp parallel reduction(+:n)
     n += 1;
-    printf("%d\n", n > 0 && omp_get_max_threads() > 0);
+    /* OpenMP 5.0's pause (GCC >= 9, LLVM >= 8): src_c/xc_fork.c calls it before every fork. */
+    int paused = omp_pause_resource_all(omp_pause_soft) == 0;
+    printf("%d\n", n > 0 && omp_get_max_threads() > 0 && paused);
     return 0;
 }
 """
@@ -215,7 +217,7 @@ def extension(macros, omp_compile, omp_link):
     return Extension(
         "xentc._kernels",
         sources=["xentc/_kernels.pyx", "src_c/xc_dispatch.c", "src_c/xc_cpu.c",
-                 "src_c/xc_bandwidth.c"],
+                 "src_c/xc_bandwidth.c", "src_c/xc_fork.c"],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), *macros],
         extra_compile_args=base_flags() + omp_compile,

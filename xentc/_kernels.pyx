@@ -23,6 +23,11 @@ cdef extern from "xc_dispatch.h" nogil:
     const char *xc_active_isa()
 
 
+cdef extern from "xc_fork.h" nogil:
+    void xc_fork_init()
+    long xc_fork_pools_released()
+
+
 cdef extern from "xc_api.h" nogil:
     ctypedef struct xc_matrix:
         void *data
@@ -299,6 +304,12 @@ def openmp_entry_address():
     return <size_t>xc_openmp_entry()
 
 
+def fork_pools_released():
+    """Forks, in this process and the parents it was forked from, before which xentc's handler
+    released the forking thread's OpenMP pool (src_c/xc_fork.c); 0 in a serial build."""
+    return xc_fork_pools_released()
+
+
 def bandwidth_read(cnp.ndarray x, int n_threads):
     """Read every element of a contiguous float32 array once (the report's read bandwidth)."""
     cdef const float *data = <const float *>cnp.PyArray_DATA(x)
@@ -365,3 +376,6 @@ def _use_isa(str name):
 
 
 xc_dispatch_init()
+# Before any kernel can open a parallel region: a fork after it must not leave the child a dead
+# thread pool (src_c/xc_fork.c).
+xc_fork_init()
