@@ -47,12 +47,18 @@ COMMON = [
     ("target-complex", lambda: (logits_(), target_().astype(complex), {}), TypeError, "target"),
     ("target-str", lambda: (logits_(), target_().astype(str), {}), TypeError, "target"),
     ("target-probs-float16", lambda: (logits_(), probs_(np.float16), {}), TypeError, "target"),
+    # The dtype decides how a target is read: a target whose shape fits the other reading is
+    # told about its dtype, named before any shape.
     ("target-int-of-logits-shape", lambda: (logits_(), np.zeros((N, C), np.int64), {}),
-     ValueError, "target"),
+     ValueError, r"^target must be floating [^;]*; got integer dtype int64 "),
+    ("target-uint8-one-hot", lambda: (logits_(), np.eye(C, dtype=np.uint8)[target_()], {}),
+     ValueError, r"^target must be floating [^;]*; got integer dtype uint8 "),
     ("target-float-of-row-shape", lambda: (logits_(), target_().astype(np.float64), {}),
-     ValueError, "target"),
+     ValueError, r"^target must be an integer array for class indices; got floating dtype float64"),
     ("target-float32-of-row-shape", lambda: (logits_(), target_().astype(np.float32), {}),
-     ValueError, "target"),
+     ValueError, r"^target must be an integer array[^;]*; got floating dtype float32 "),
+    ("target-float16-of-row-shape", lambda: (logits_(), target_().astype(np.float16), {}),
+     ValueError, r"^target must be an integer array[^;]*; got floating dtype float16 "),
     ("target-too-short", lambda: (logits_(), target_()[:-1], {}), ValueError, "target"),
     ("target-probs-wrong-C", lambda: (logits_(), np.full((N, C + 1), 0.1), {}),
      ValueError, "target"),
@@ -335,3 +341,16 @@ def test_row_function_axis_out_of_range(fn, axis):
     # numpy's AxisError (a ValueError and an IndexError) is what numpy itself raises here.
     with pytest.raises((ValueError, IndexError), match="axis"):
         fn(logits_(), axis=axis)
+
+
+@pytest.mark.parametrize("target, match", [
+    (np.array([0.0, 1.0, 4.0, 2.0]),
+     r"^target must be an integer array[^;]*; got floating dtype float64 "),
+    (np.zeros((N, 3), np.int32), r"^target must be floating [^;]*; got integer dtype int32 "),
+], ids=["float-indices", "int-probabilities"])
+def test_shard_target_dtype_named(target, match):
+    # The shards read targets with the core's validator: one message for one mistake.
+    block = logits_()[:, :3]
+    with pytest.raises(ValueError, match=match) as info:
+        xentc.shard_stats(block, target, class_offset=0, n_classes=C)
+    assert "logits_block.shape" in str(info.value), str(info.value)

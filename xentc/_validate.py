@@ -276,24 +276,40 @@ def scan_sample_weight(rows_weight):
         raise ValueError(f"sample_weight must hold values >= 0; found {rows_weight[bad][0]!r}")
 
 
-def check_target_meta(dtype, shape, logits_shape):
-    """'index' (class indices) or 'prob' (probabilities), from the target's dtype and shape."""
+def check_target_meta(dtype, shape, logits_shape, logits_name="logits"):
+    """'index' (class indices) or 'prob' (probabilities), from the target's dtype and shape.
+
+    The dtype decides how a target is read (integers: class indices, of the logits' leading
+    shape; floating: probabilities, of the logits' shape), so a target whose shape fits the other
+    reading is told about its dtype, not its shape."""
     dtype, shape, logits_shape = np.dtype(dtype), tuple(shape), tuple(logits_shape)
     lead_shape = logits_shape[:-1]
+    index_shape = f"{logits_name}.shape[:-1] = {lead_shape}"
+    prob_shape = f"{logits_name}.shape = {logits_shape}"
     if dtype.kind in "iu":
+        if shape == logits_shape:
+            raise ValueError(
+                f"target must be floating (float32 or float64) for class probabilities; got "
+                f"integer dtype {dtype} of shape {prob_shape} (for one-hot rows pass "
+                f"target.astype(np.float32); class indices have shape {lead_shape})")
         if shape != lead_shape:
             raise ValueError(
-                f"target must have shape logits.shape[:-1] = {lead_shape} for class indices "
-                f"(or logits.shape = {logits_shape} for probabilities); got {shape}")
+                f"target must have shape {index_shape} for class indices (or {prob_shape} "
+                f"for probabilities); got {shape}")
         return "index"
     if dtype.kind == "f":
+        if shape == lead_shape:
+            raise ValueError(
+                f"target must be an integer array for class indices; got floating dtype "
+                f"{dtype} of shape {index_shape} (pass target.astype(np.int64); probabilities "
+                f"have shape {logits_shape})")
         if dtype.itemsize not in (4, 8):
             raise TypeError(
                 f"target probabilities must be float32 or float64; got dtype {dtype}")
         if shape != logits_shape:
             raise ValueError(
-                f"target must have shape logits.shape = {logits_shape} for probabilities "
-                f"(or {lead_shape} for class indices); got {shape}")
+                f"target must have shape {prob_shape} for probabilities (or {lead_shape} for "
+                f"class indices); got {shape}")
         return "prob"
     raise TypeError(
         f"target must be an integer (class indices) or floating (probabilities) array; "
@@ -467,7 +483,9 @@ def check_out(out, logits, dtype, others):
         raise ValueError("out must be writeable; got a read-only array")
     if not out.flags.aligned or any(s % out.itemsize for s in out.strides):
         raise ValueError("out must be aligned to its dtype; got a misaligned array")
-    if any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
+    # An empty array holds no element to repeat, whatever its strides (NumPy 2.4 gives
+    # np.empty((0, 3)) the strides (0, 0)).
+    if out.size and any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
         raise ValueError(f"out must not repeat elements; got strides {out.strides}")
     in_place = isinstance(logits, np.ndarray) and _same_elements(out, logits)
     if isinstance(logits, np.ndarray) and not in_place and _overlaps(out, logits):
@@ -476,7 +494,7 @@ def check_out(out, logits, dtype, others):
             f"got an overlapping view (strides {out.strides} vs {logits.strides})")
     for name, other in others.items():
         if isinstance(other, np.ndarray) and _overlaps(out, other):
-            raise ValueError(f"out must not overlap {name}")
+            raise ValueError(f"out must not overlap {name}; got an array sharing memory with it")
     return out
 
 
@@ -522,26 +540,10 @@ def _check_shard_target(target, arr, lead_shape, n_classes, ignore_index):
     """(int64 index targets or None, probability Matrix or None), as for the whole array,
     except that index targets are GLOBAL: in [0, n_classes), not [0, B)."""
     t = target if isinstance(target, np.ndarray) else np.asarray(target)
-    if t.dtype.kind in "iu":
-        if t.shape != lead_shape:
-            raise ValueError(
-                f"target must have shape logits_block.shape[:-1] = {lead_shape} for class "
-                f"indices (or logits_block.shape = {arr.shape} for the block's probabilities); "
-                f"got {t.shape}")
+    if check_target_meta(t.dtype, t.shape, arr.shape, "logits_block") == "index":
         scan_class_indices(t, n_classes, ignore_index)
         return _rows_vector(t, np.int64), None
-    if t.dtype.kind == "f":
-        if t.itemsize not in (4, 8):
-            raise TypeError(
-                f"target probabilities must be float32 or float64; got dtype {t.dtype}")
-        if t.shape != arr.shape:
-            raise ValueError(
-                f"target must have shape logits_block.shape = {arr.shape} for the block's "
-                f"probabilities (or {lead_shape} for class indices); got {t.shape}")
-        return None, as_matrix(_kernel_ready(t))
-    raise TypeError(
-        f"target must be an integer (class indices) or floating (probabilities) array; "
-        f"got dtype {t.dtype}")
+    return None, as_matrix(_kernel_ready(t))
 
 
 def _shard_sample_weight(sample_weight, lead_shape):
