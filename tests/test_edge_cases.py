@@ -186,6 +186,46 @@ def test_masked_classes(dtype):
     assert np.all(smooth == np.inf), f"label_smoothing, masked classes: must be +inf, got {smooth}"
 
 
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_zero_weight_on_masked_class_with_target_mass(dtype, label_smoothing):
+    # Spec, "Since v1": a class weight of 0 on a masked (-inf) class that carries probability
+    # mass contributes 0, never NaN (torch gives 0 * inf = NaN here: a documented difference). A
+    # zero weight removes the class as a zero target does; with a positive weight the same mass
+    # makes the row's loss +inf. Written out in float64: t' = (1 - eps) t + eps / C,
+    # loss = -sum_k w_k t'_k log p_k over the classes with w_k t'_k != 0,
+    # grad_k = p_k sum_j w_j t'_j - w_k t'_k.
+    logits = np.array([[1.0, NEG_INF, 0.5, 2.0],
+                       [0.0, 1.0, NEG_INF, -1.0],
+                       [0.2, NEG_INF, NEG_INF, -0.7]], dtype)
+    probs = np.array([[0.5, 0.3, 0.2, 0.0],
+                      [0.25, 0.25, 0.25, 0.25],
+                      [0.1, 0.4, 0.2, 0.3]], dtype)
+    weight = np.array([1.0, 0.0, 0.0, 2.0], dtype)
+    z = logits.astype(np.float64)
+    peak = z.max(axis=1, keepdims=True)
+    log_p = z - peak - np.log(np.exp(z - peak).sum(axis=1, keepdims=True))
+    t = (1 - label_smoothing) * probs.astype(np.float64) + label_smoothing / 4
+    wt = weight.astype(np.float64) * t
+    want_loss = -(wt * np.where(wt != 0, log_p, 0.0)).sum(axis=1)
+    want_grad = np.exp(log_p) * wt.sum(axis=1, keepdims=True) - wt
+    case = f"zero weight on masked classes, label_smoothing={label_smoothing}, dtype={dtype}"
+    for reduction in REDUCTIONS:
+        loss, _lse, grad = both(logits, probs, weight=weight, label_smoothing=label_smoothing,
+                                reduction=reduction)
+        assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad)), f"{case} {reduction}"
+    loss, _lse, grad = both(logits, probs, weight=weight, label_smoothing=label_smoothing,
+                            reduction="none")
+    np.testing.assert_allclose(loss, want_loss, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"],
+                               err_msg=case)
+    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=TOL[dtype]["grad_atol"],
+                               err_msg=case)
+    # The same mass on a masked class of positive weight: +inf, as without weights.
+    positive = np.array([1.0, 1.0, 0.0, 2.0], dtype)
+    loss = xentc.cross_entropy(logits, probs, weight=positive, label_smoothing=label_smoothing,
+                               reduction="none")
+    assert loss[0] == np.inf and np.isfinite(loss[1]), f"{case}: positive weight, {loss}"
+
+
 def test_masked_classes_soft_targets(dtype):
     # semantics.md deviation from torch: a class with t' == 0 contributes 0 even when its logit is
     # -inf; with label smoothing t' > 0 everywhere, so the loss is +inf.

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -172,3 +173,46 @@ def test_concurrent_callers(dtype, n_threads):
         for r, got in enumerate(results):
             assert_bitwise(got, want,
                            f"job {i} repeat {r}, 4 Python threads, n_threads={n_threads}")
+
+
+def _live_threads():
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_eight_callers_mixed_n_threads_and_no_stray_threads(dtype):
+    # Eight Python threads at once, each with its own n_threads (1 to 4, so the OpenMP pools of
+    # several sizes coexist), get exactly what serial calls give; the process never holds more
+    # threads than the calls need (each caller's pool: n_threads - 1 workers), and once the
+    # callers have ended their pools go with them.
+    counts = [1 + i % 4 for i in range(8)]
+    jobs = [make_inputs(40 + i, (130, 700), dtype, kind, "strided" if i % 3 else "contiguous")
+            for i, kind in enumerate(["index", "probs"] * 4)]
+    serial = [run_all(*job, n_threads=1) for job in jobs]
+    xentc.cross_entropy(*jobs[0][:2], n_threads=max(counts))  # this thread's pool, at its size
+    baseline = _live_threads()
+    peak = [0]
+
+    def work(i):
+        results = []
+        for _ in range(3):
+            results.append(run_all(*jobs[i], n_threads=counts[i]))
+            peak[0] = max(peak[0], _live_threads())
+        return results
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        concurrent = list(pool.map(work, range(8)))
+    for i, results in enumerate(concurrent):
+        for r, got in enumerate(results):
+            assert_bitwise(got, serial[i],
+                           f"caller {i} repeat {r}, 8 Python threads, n_threads={counts[i]}")
+    need = baseline + len(counts) + sum(n - 1 for n in counts)
+    assert peak[0] <= need, f"{peak[0]} threads alive at once; the calls need at most {need}"
+    # A pool's workers leave when its Python thread ends (libgomp frees the pool from the
+    # thread's exit handler, asynchronously): give them a moment.
+    for _ in range(100):
+        if _live_threads() <= baseline:
+            break
+        time.sleep(0.1)
+    assert _live_threads() <= baseline, (
+        f"{_live_threads()} threads alive after every caller ended; {baseline} before")
