@@ -5,6 +5,7 @@ import os as _os
 from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax
 from ._config import apply_xentc_isa as _apply_xentc_isa
 from ._config import show_config
+from ._linear import linear_cross_entropy, linear_cross_entropy_with_grad
 from ._shards import ShardStats, ShardTotals, combine_shards, shard_grad, shard_stats
 
 __version__ = "0.1.0"
@@ -18,6 +19,8 @@ __all__ = [
     "logsumexp",
     "softmax",
     "log_softmax",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
     "show_config",
     "shard_stats",
     "combine_shards",

@@ -1,0 +1,186 @@
+"""Fused linear + cross-entropy (xentc.linear_cross_entropy, issue 19) against the float64
+reference: the logits hidden @ weight.T + bias made in float64, then tests/reference.py's loss
+and gradient, taken back through the projection (dH = G W, dW = G^T H, db = column sums of G).
+Also: chunk sizes and thread counts, the memory bound (no N x V array), and the errors."""
+
+import math
+import tracemalloc
+
+import numpy as np
+import pytest
+from reference import ref_cross_entropy, ref_grad
+
+import xentc
+
+TOL = {np.float32: dict(rtol=2e-5, grad=3e-5), np.float64: dict(rtol=1e-11, grad=1e-11)}
+
+OPTIONS = [
+    {},
+    {"reduction": "sum"},
+    {"reduction": "none", "return_lse": True},
+    {"class_weight": "w", "ignore_index": 3, "label_smoothing": 0.1},
+    {"z_loss": 1e-3, "sample_weight": "s", "reduction": "sum"},
+    {"softcap": 5.0, "logit_scale": 0.7},
+    {"soft": True, "label_smoothing": 0.05, "class_weight": "w"},
+]
+
+
+def make_problem(rng, dtype, lead=(5, 7), d=24, v=37, soft=False, bias=True):
+    hidden = rng.standard_normal((*lead, d)).astype(dtype)
+    weight = (rng.standard_normal((v, d)) / math.sqrt(d) * 3).astype(dtype)
+    b = rng.standard_normal(v).astype(dtype) if bias else None
+    if soft:
+        target = rng.dirichlet(np.ones(v), size=lead).astype(dtype)
+    else:
+        target = rng.integers(0, v, lead)
+        target.flat[::4] = 3  # some rows hit ignore_index=3 where a case sets it
+    return hidden, weight, b, target
+
+
+def resolve(options, rng, lead, v):
+    kw = {k: val for k, val in options.items() if k != "soft"}
+    if kw.get("class_weight") == "w":
+        kw["class_weight"] = rng.uniform(0.2, 2.0, v)
+    if kw.get("sample_weight") == "s":
+        kw["sample_weight"] = rng.uniform(0.0, 2.0, lead)
+    return kw
+
+
+def reference(hidden, weight, bias, target, kw, grad_output=None):
+    """(loss, lse, dH, dW, db) in float64, through the reference's logits gradient."""
+    h = hidden.astype(np.float64).reshape(-1, hidden.shape[-1])
+    w = weight.astype(np.float64)
+    z = h @ w.T + (0.0 if bias is None else bias.astype(np.float64))
+    lead = hidden.shape[:-1]
+    z = z.reshape(*lead, w.shape[0])
+    ref_kw = {k: val for k, val in kw.items() if k != "return_lse"}
+    if "class_weight" in ref_kw:
+        ref_kw["weight"] = ref_kw.pop("class_weight")
+    loss, lse = ref_cross_entropy(z, target, **ref_kw)
+    g = ref_grad(z, target, grad_output=grad_output, **ref_kw).reshape(-1, w.shape[0])
+    return loss, lse, (g @ w).reshape(hidden.shape), g.T @ h, g.sum(axis=0)
+
+
+def assert_grad(got, want, dtype, case):
+    # Relative to the largest entry: each entry is a sum of products of O(1) terms.
+    scale = max(1e-30, float(np.max(np.abs(want))))
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL[dtype]["grad"] * scale, err_msg=case)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(map(str, o)) or "defaults")
+@pytest.mark.parametrize("chunk_rows", [None, 1, 8], ids=lambda c: f"chunk{c}")
+def test_against_float64_reference(rng, dtype, options, chunk_rows):
+    hidden, weight, bias, target = make_problem(rng, dtype, soft=options.get("soft", False))
+    kw = resolve(options, rng, hidden.shape[:-1], weight.shape[0])
+    if chunk_rows is not None:
+        kw["chunk_bytes"] = chunk_rows * weight.shape[0] * hidden.itemsize
+    case = f"dtype={np.dtype(dtype)} options={options} chunk_rows={chunk_rows}"
+    want_loss, want_lse, want_dh, want_dw, want_db = reference(
+        hidden, weight, bias, target, {k: v for k, v in kw.items() if k != "chunk_bytes"})
+    got = xentc.linear_cross_entropy(hidden, weight, target, bias=bias, **kw)
+    out = xentc.linear_cross_entropy_with_grad(hidden, weight, target, bias=bias, **kw)
+    if kw.get("return_lse"):
+        got, got_lse = got
+        loss, lse, dh, dw, db = out
+        np.testing.assert_allclose(got_lse, want_lse, rtol=TOL[dtype]["rtol"], err_msg=case)
+        np.testing.assert_array_equal(lse, got_lse, err_msg=case)
+    else:
+        loss, dh, dw, db = out
+    np.testing.assert_allclose(got, want_loss, rtol=TOL[dtype]["rtol"], atol=1e-6, err_msg=case)
+    np.testing.assert_array_equal(loss, got, err_msg=f"{case}: with_grad's loss != the loss")
+    assert dh.shape == hidden.shape and dh.dtype == dtype, case
+    assert dw.shape == weight.shape and dw.dtype == dtype, case
+    assert db.shape == bias.shape and db.dtype == dtype, case
+    assert_grad(dh, want_dh, dtype, f"{case}: grad_hidden")
+    assert_grad(dw, want_dw, dtype, f"{case}: grad_weight")
+    assert_grad(db, want_db, dtype, f"{case}: grad_bias")
+
+
+def test_grad_output_and_no_bias(rng):
+    hidden, weight, _, target = make_problem(rng, np.float64, bias=False)
+    go = rng.standard_normal(hidden.shape[:-1])
+    _, want_dh, want_dw, _ = reference(hidden, weight, None, target, {"reduction": "none"},
+                                       grad_output=go)[1:]
+    loss, dh, dw, db = xentc.linear_cross_entropy_with_grad(
+        hidden, weight, target, reduction="none", grad_output=go, chunk_bytes=8 * 37 * 8)
+    assert db is None and loss.shape == hidden.shape[:-1]
+    assert_grad(dh, want_dh, np.float64, "grad_output rows: grad_hidden")
+    assert_grad(dw, want_dw, np.float64, "grad_output rows: grad_weight")
+    # A scalar grad_output scales the mean's gradients.
+    _, dh1, dw1, _ = xentc.linear_cross_entropy_with_grad(hidden, weight, target)
+    _, dh3, dw3, _ = xentc.linear_cross_entropy_with_grad(hidden, weight, target, grad_output=-3.0)
+    assert_grad(dh3, -3.0 * dh1, np.float64, "grad_output=-3: grad_hidden")
+    assert_grad(dw3, -3.0 * dw1, np.float64, "grad_output=-3: grad_weight")
+
+
+def test_nothing_counts_and_empty(rng):
+    hidden, weight, bias, _ = make_problem(rng, np.float32)
+    ignored = np.full(hidden.shape[:-1], -100)
+    loss, dh, dw, db = xentc.linear_cross_entropy_with_grad(hidden, weight, ignored, bias=bias)
+    assert math.isnan(loss) and not dh.any() and not dw.any() and not db.any()
+    empty = np.empty((0, hidden.shape[-1]), np.float32)
+    no_target = np.empty(0, np.int64)
+    assert math.isnan(xentc.linear_cross_entropy(empty, weight, no_target))
+    assert xentc.linear_cross_entropy(empty, weight, no_target, reduction="sum") == 0.0
+    loss, dh, dw, db = xentc.linear_cross_entropy_with_grad(empty, weight, no_target, bias=bias,
+                                                            reduction="none")
+    assert loss.shape == (0,) and dh.shape == (0, hidden.shape[-1])
+    assert not dw.any() and not db.any()
+
+
+def test_bitwise_across_threads_and_close_across_chunks(rng):
+    hidden, weight, bias, target = make_problem(rng, np.float32, lead=(300,), d=64, v=1500)
+    runs = {(n, c): xentc.linear_cross_entropy_with_grad(
+                hidden, weight, target, bias=bias, n_threads=n, chunk_bytes=c * 1500 * 4)
+            for n in (1, 2) for c in (7, 64)}
+    for c in (7, 64):
+        for a, b in zip(runs[1, c], runs[2, c]):
+            np.testing.assert_array_equal(a, b, err_msg=f"n_threads 1 vs 2, chunk of {c} rows")
+    for a, b in zip(runs[1, 7], runs[1, 64]):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg="chunks of 7 vs 64 rows")
+
+
+def test_memory_is_a_chunk_not_n_by_v(rng):
+    n, d, v = 2048, 16, 4000
+    hidden = rng.standard_normal((n, d)).astype(np.float32)
+    weight = rng.standard_normal((v, d)).astype(np.float32)
+    target = rng.integers(0, v, n)
+    chunk = 64 * v * 4  # 1 MiB of logits; N x V would be 32 MiB
+    full = n * v * 4
+    tracemalloc.start()
+    try:
+        xentc.linear_cross_entropy(hidden, weight, target, chunk_bytes=chunk)
+        _, forward_peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        _, dh, dw, _ = xentc.linear_cross_entropy_with_grad(hidden, weight, target,
+                                                            chunk_bytes=chunk)
+        _, backward_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert forward_peak < chunk + full / 16, f"forward: peak {forward_peak} B, N x V is {full} B"
+    returned = dh.nbytes + dw.nbytes
+    assert backward_peak < returned + 2 * chunk + full / 16, (
+        f"with gradients: peak {backward_peak} B for {returned} B returned; N x V is {full} B")
+
+
+@pytest.mark.parametrize("build, exc, match", [
+    (lambda h, w, t: (h.astype(np.int32), w, t, {}), TypeError, "hidden"),
+    (lambda h, w, t: (h, w.astype(np.float64), t, {}), TypeError, "weight"),
+    (lambda h, w, t: (h.astype(np.float16), w.astype(np.float16), t, {}), TypeError, "hidden"),
+    (lambda h, w, t: (h, w[:, :-1], t, {}), ValueError, r"weight must have shape \(V, D\)"),
+    (lambda h, w, t: (h, w, t, {"bias": np.zeros(3, np.float32)}), ValueError, "bias"),
+    (lambda h, w, t: (h, w, t, {"bias": np.zeros(37)}), TypeError, "bias"),
+    (lambda h, w, t: (h, w, t[:-1], {}), ValueError, "target"),
+    (lambda h, w, t: (h, w, t + 37, {}), ValueError, "target"),
+    (lambda h, w, t: (h, w, t, {"chunk_bytes": 10}), ValueError, "chunk_bytes"),
+    (lambda h, w, t: (h, w, t, {"chunk_bytes": 1.5e9}), TypeError, "chunk_bytes"),
+    (lambda h, w, t: (h, w, t, {"reduction": "avg"}), ValueError, "reduction"),
+], ids=["int-hidden", "mixed-dtypes", "float16", "D-mismatch", "bias-shape", "bias-dtype",
+        "target-shape", "target-range", "chunk-too-small", "chunk-float", "reduction"])
+def test_errors(rng, build, exc, match):
+    hidden, weight, _, target = make_problem(rng, np.float32, bias=False)
+    h, w, t, kw = build(hidden, weight, target)
+    for fn in (xentc.linear_cross_entropy, xentc.linear_cross_entropy_with_grad):
+        with pytest.raises(exc, match=match):
+            fn(h, w, t, **kw)
