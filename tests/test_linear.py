@@ -184,3 +184,25 @@ def test_errors(rng, build, exc, match):
     for fn in (xentc.linear_cross_entropy, xentc.linear_cross_entropy_with_grad):
         with pytest.raises(exc, match=match):
             fn(h, w, t, **kw)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_dask_over_row_chunks(rng, reduction):
+    da = pytest.importorskip("dask.array", reason="xentc.dask needs dask (the dask extra)")
+    import dask
+    import xentc.dask as xd
+
+    hidden, weight, bias, target = make_problem(rng, np.float64, lead=(40,), d=16, v=300)
+    kw = {"class_weight": rng.uniform(0.5, 2, 300), "sample_weight": rng.uniform(0, 2, 40),
+          "ignore_index": 3, "label_smoothing": 0.1, "reduction": reduction}
+    want, _, _, _, _ = reference(hidden, weight, bias, target, kw)
+    lazy = xd.linear_cross_entropy(da.from_array(hidden, chunks=(7, 16)), weight, target,
+                                   bias=bias, **kw)
+    graph = dict(lazy.__dask_graph__())
+    # The weight is one block of the graph, read by every block of rows: sent to a worker once.
+    copies = [k for k, v in graph.items() if isinstance(v, np.ndarray) and v.shape == (300, 16)]
+    assert len(copies) == 1, f"the weight is in the graph {len(copies)} times"
+    got = dask.compute(lazy, scheduler="sync")[0]
+    np.testing.assert_allclose(got, want, rtol=1e-11, err_msg=f"dask, {reduction}")
+    with pytest.raises(ValueError, match="target"):
+        xd.linear_cross_entropy(da.from_array(hidden, chunks=(7, 16)), weight, target[:-1])

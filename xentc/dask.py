@@ -35,7 +35,7 @@ import os
 import dask.array as da
 import numpy as np
 
-from . import _api
+from . import _api, _linear
 from ._validate import (
     check_grad_output_meta,
     check_logits_meta,
@@ -50,7 +50,8 @@ from ._validate import (
     sample_weight_vector,
 )
 
-__all__ = ["NpyFile", "cross_entropy", "cross_entropy_with_grad", "from_npy", "to_npy"]
+__all__ = ["NpyFile", "cross_entropy", "cross_entropy_with_grad", "from_npy",
+           "linear_cross_entropy", "to_npy"]
 
 # blockwise index letters: one per leading axis, "z" for the classes.
 _LEAD_LETTERS = "abcdefghijklmnopqrstuvwxy"
@@ -445,3 +446,101 @@ def to_npy(x, path, *, compute=True, **store_kwargs):
     del fresh
     store_kwargs.setdefault("lock", False)
     return da.store(x, NpyFile(path, mode="r+"), compute=compute, **store_kwargs)
+
+
+# ---- fused linear + cross-entropy ---------------------------------------------------------------
+
+_FEATURES = "Z"  # the blockwise index of hidden's last axis (D); _CLASS is V's
+
+
+def _block_linear(hidden, weight, bias, target, class_weight, sample_weight, *, options):
+    """xentc.linear_cross_entropy on one block of rows: its row losses ('none') or their sum."""
+    loss = _linear.linear_cross_entropy(hidden, weight, target, bias=bias,
+                                        class_weight=class_weight, sample_weight=sample_weight,
+                                        **options)
+    if options["reduction"] == "none":
+        return loss
+    return np.full((1,) * (hidden.ndim - 1), loss, dtype=np.float64)
+
+
+def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
+                         sample_weight=None, ignore_index=-100, reduction="mean",
+                         label_smoothing=0.0, z_loss=0.0, softcap=None, logit_scale=1.0,
+                         chunk_bytes=None, n_threads=None):
+    """xentc.linear_cross_entropy for hidden states chunked by rows (a corpus larger than
+    memory, from_npy): the per-token loss ('none', lazy, chunked like hidden's rows) or the
+    'mean' / 'sum' as a lazy 0-d float64 array.
+
+    hidden: a dask (or NumPy) array of shape (..., D), rows in any chunks (D is made one chunk).
+    weight (V, D), bias, class_weight: NumPy or dask arrays, each put in the graph as ONE block
+    that every task reads, so a distributed scheduler sends them to each worker once. target,
+    sample_weight: as in cross_entropy, rechunked to hidden's rows. The sums over blocks follow
+    cross_entropy's fixed tree, so the result does not depend on the scheduler.
+    """
+    hidden, h_dtype, h_shape = _meta(hidden, "hidden")
+    weight, w_dtype, w_shape = _meta(weight, "weight")
+    if len(w_shape) != 2 or len(h_shape) < 1 or w_shape[1] != h_shape[-1]:
+        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1]; got "
+                         f"{w_shape} for hidden of shape {h_shape}")
+    if w_dtype != h_dtype:
+        raise TypeError(f"weight must have hidden's dtype {h_dtype}; got {w_dtype}")
+    logits_shape = (*h_shape[:-1], w_shape[0])
+    check_logits_meta(h_dtype, logits_shape)
+    options = check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap,
+                            logit_scale)
+    target, t_dtype, t_shape = _meta(target, "target")
+    kind = check_target_meta(t_dtype, t_shape, logits_shape)
+    if class_weight is not None:
+        class_weight, cw_dtype, cw_shape = _meta(class_weight, "class_weight")
+        check_weight_meta(cw_dtype, cw_shape, w_shape[0])
+    if sample_weight is not None:
+        sample_weight, s_dtype, s_shape = _meta(sample_weight, "sample_weight")
+        check_sample_weight_meta(s_dtype, s_shape, h_shape[:-1])
+
+    if not isinstance(hidden, da.Array):
+        hidden = da.from_array(hidden, chunks=("auto",) * (len(h_shape) - 1) + (-1,))
+    hidden = hidden.rechunk((*hidden.chunks[:-1], (h_shape[-1],)))
+    lead = _LEAD_LETTERS[:len(h_shape) - 1]
+    lead_chunks = hidden.chunks[:-1]
+    whole = _as_dask(weight, w_shape)
+    bias_d = None if bias is None else _as_dask(bias, np.shape(bias))
+    target = _as_dask(target, lead_chunks if kind == "index" else (*lead_chunks, w_shape[0]))
+    cw = None if class_weight is None else _as_dask(class_weight, (w_shape[0],))
+    sw = None if sample_weight is None else _as_dask(sample_weight, lead_chunks)
+    block_options = {"ignore_index": ignore_index, "label_smoothing": label_smoothing,
+                     "z_loss": z_loss, "softcap": softcap, "logit_scale": logit_scale,
+                     "chunk_bytes": chunk_bytes, "n_threads": n_threads,
+                     "reduction": "none" if options.reduction == "none" else "sum"}
+    row_results = da.blockwise(
+        _block_linear, lead,
+        hidden, lead + _FEATURES,
+        whole, _CLASS + _FEATURES,
+        bias_d, None if bias_d is None else _CLASS,
+        target, lead if kind == "index" else lead + _CLASS,
+        cw, None if cw is None else _CLASS,
+        sw, None if sw is None else lead,
+        concatenate=True, token="xentc-linear",
+        adjust_chunks=None if options.reduction == "none" else dict.fromkeys(lead, 1),
+        meta=np.empty((0,) * len(lead), np.float64 if options.reduction != "none"
+                      else kernel_dtype(h_dtype)),
+        options=block_options)
+    if options.reduction == "none":
+        return row_results
+    loss = _tree_sum(row_results)
+    if options.reduction == "sum":
+        return loss
+    if kind == "prob" and sw is None:
+        denominator = float(math.prod(h_shape[:-1]))
+    else:
+        parts = da.blockwise(
+            _block_denominator, lead,
+            target if kind == "index" else None, lead if kind == "index" else None,
+            cw, None if cw is None else _CLASS,
+            sw, None if sw is None else lead,
+            adjust_chunks=dict.fromkeys(lead, 1), concatenate=True, dtype=np.float64,
+            meta=np.empty((0,) * len(lead), np.float64), token="xentc-denominator",
+            kind=kind, n_classes=w_shape[0], ignore_index=options.ignore_index,
+            logits_dtype=kernel_dtype(h_dtype), lead_ndim=len(lead))
+        denominator = _tree_sum(parts)
+    return da.map_blocks(_mean, loss, denominator, dtype=np.float64, meta=np.float64(0.0),
+                         token="xentc-mean")
