@@ -190,6 +190,7 @@ def test_errors(rng, build, exc, match):
 def test_dask_over_row_chunks(rng, reduction):
     da = pytest.importorskip("dask.array", reason="xentc.dask needs dask (the dask extra)")
     import dask
+
     import xentc.dask as xd
 
     hidden, weight, bias, target = make_problem(rng, np.float64, lead=(40,), d=16, v=300)
