@@ -167,7 +167,7 @@ def test_memory_is_a_chunk_not_n_by_v(rng):
 @pytest.mark.parametrize("build, exc, match", [
     (lambda h, w, t: (h.astype(np.int32), w, t, {}), TypeError, "hidden"),
     (lambda h, w, t: (h, w.astype(np.float64), t, {}), TypeError, "weight"),
-    (lambda h, w, t: (h.astype(np.float16), w.astype(np.float16), t, {}), TypeError, "hidden"),
+    (lambda h, w, t: (h.astype(np.complex64), w, t, {}), TypeError, "hidden"),
     (lambda h, w, t: (h, w[:, :-1], t, {}), ValueError, r"weight must have shape \(V, D\)"),
     (lambda h, w, t: (h, w, t, {"bias": np.zeros(3, np.float32)}), ValueError, "bias"),
     (lambda h, w, t: (h, w, t, {"bias": np.zeros(37)}), TypeError, "bias"),
@@ -176,7 +176,7 @@ def test_memory_is_a_chunk_not_n_by_v(rng):
     (lambda h, w, t: (h, w, t, {"chunk_bytes": 10}), ValueError, "chunk_bytes"),
     (lambda h, w, t: (h, w, t, {"chunk_bytes": 1.5e9}), TypeError, "chunk_bytes"),
     (lambda h, w, t: (h, w, t, {"reduction": "avg"}), ValueError, "reduction"),
-], ids=["int-hidden", "mixed-dtypes", "float16", "D-mismatch", "bias-shape", "bias-dtype",
+], ids=["int-hidden", "mixed-dtypes", "complex", "D-mismatch", "bias-shape", "bias-dtype",
         "target-shape", "target-range", "chunk-too-small", "chunk-float", "reduction"])
 def test_errors(rng, build, exc, match):
     hidden, weight, _, target = make_problem(rng, np.float32, bias=False)
@@ -184,6 +184,39 @@ def test_errors(rng, build, exc, match):
     for fn in (xentc.linear_cross_entropy, xentc.linear_cross_entropy_with_grad):
         with pytest.raises(exc, match=match):
             fn(h, w, t, **kw)
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+@pytest.mark.parametrize("options", OPTIONS[:4], ids=lambda o: "-".join(map(str, o)) or "defaults")
+def test_16_bit_operands(rng, half, options):
+    # Computed in float32 from the 16-bit values: the reference takes the same values (widened
+    # exactly) to float64. Loss and lse come back in float32; the gradients in the operands'
+    # dtype, each rounded once (atol: a 16-bit rounding of the largest entry, plus float32's).
+    if half == "bfloat16":
+        dtype = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes").bfloat16
+    else:
+        dtype = np.float16
+    hidden, weight, bias, target = make_problem(rng, np.float32, v=2 * 2048 + 37)
+    hidden, weight, bias = (a.astype(dtype) for a in (hidden, weight, bias))
+    kw = resolve(options, rng, hidden.shape[:-1], weight.shape[0])
+    kw["chunk_bytes"] = 8 * weight.shape[0] * 4
+    want_loss, _, want_dh, want_dw, want_db = reference(
+        hidden, weight, bias, target, {k: v for k, v in kw.items() if k != "chunk_bytes"})
+    out = xentc.linear_cross_entropy_with_grad(hidden, weight, target, bias=bias, **kw)
+    loss, dh, dw, db = (out[0], *out[2:]) if kw.get("return_lse") else out
+    case = f"{half} options={options}"
+    np.testing.assert_allclose(loss, want_loss, rtol=TOL[np.float32]["rtol"], atol=1e-6,
+                               err_msg=case)
+    if kw.get("reduction") == "none":
+        assert loss.dtype == np.float32, case
+    eps = float(np.finfo(dtype).eps) if half == "float16" else 2.0**-7
+    for name, got, want, like in (("grad_hidden", dh, want_dh, hidden),
+                                  ("grad_weight", dw, want_dw, weight),
+                                  ("grad_bias", db, want_db, bias)):
+        assert got.dtype == like.dtype and got.shape == like.shape, f"{case}: {name}"
+        scale = float(np.max(np.abs(want)))
+        np.testing.assert_allclose(got.astype(np.float64), want, rtol=eps / 2,
+                                   atol=TOL[np.float32]["grad"] * scale, err_msg=f"{case}: {name}")
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])

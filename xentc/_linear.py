@@ -17,6 +17,13 @@ of each chunk; each chunk's call is the core function itself, so semantics canno
 
 The weight gradient is a sum over chunks: its rounding depends on the chunk size (not on
 n_threads), and stays within float32 tolerance of the float64 sum.
+
+16-bit operands (float16, ml_dtypes' bfloat16) are computed in float32, as 16-bit logits are:
+NumPy's matmul has no BLAS for them (its own loops are two orders of magnitude slower), so each
+chunk of hidden and each block of WEIGHT_BLOCK classes of the weight is widened to float32 as it
+is used, and every product runs in float32 BLAS. The logits, their loss and lse are float32; the
+weight and bias gradients accumulate in float32 (Liger's users saw training diverge when they
+accumulated in bfloat16) and are rounded to the operands' dtype once, at the end.
 """
 
 import math
@@ -25,8 +32,8 @@ import numpy as np
 
 from . import _api
 from ._validate import (
-    check_float_dtype,
     check_grad_output,
+    half_kind,
     mean_denominator,
     plan_cross_entropy,
 )
@@ -35,9 +42,10 @@ from ._validate import (
 # reads the weight (V x D) once for hundreds of rows (the products stay compute bound), small
 # beside the N x V it replaces.
 DEFAULT_CHUNK_BYTES = 256 * 2**20
-# Classes per block of the weight gradient's accumulation: dW[block] += G_c[:, block]^T H_c needs
-# a temporary of that many rows of D (NumPy's matmul has no beta = 1 of BLAS's gemm).
-WEIGHT_GRAD_BLOCK = 2048
+# Classes per block of the weight: dW[block] += G_c[:, block]^T H_c needs a temporary of that many
+# rows of D (NumPy's matmul has no beta = 1 of BLAS's gemm), and 16-bit weights are widened to
+# float32 a block at a time.
+WEIGHT_BLOCK = 2048
 
 
 def _check_operands(hidden, weight, bias):
@@ -46,8 +54,11 @@ def _check_operands(hidden, weight, bias):
         hidden = np.asarray(hidden)
     if not isinstance(weight, np.ndarray):
         weight = np.asarray(weight)
-    check_float_dtype(hidden.dtype, "hidden")
-    check_float_dtype(weight.dtype, "weight")
+    for name, array in (("hidden", hidden), ("weight", weight)):
+        if not half_kind(array.dtype) and (array.dtype.kind != "f"
+                                           or array.dtype.itemsize not in (4, 8)):
+            raise TypeError(f"{name} must be a float32, float64, float16 or bfloat16 array; "
+                            f"got dtype {array.dtype}")
     if hidden.ndim < 1:
         raise ValueError("hidden must have at least one axis (the features, last); got a 0-d "
                          "array")
@@ -95,8 +106,11 @@ class _Problem:
         self.plan = plan_cross_entropy(stand_in, target, class_weight, sample_weight,
                                        ignore_index, reduction, label_smoothing, z_loss,
                                        n_threads, softcap, logit_scale)
+        # The dtype of every product and of the logits: float32 for 16-bit operands.
+        self.dtype = np.dtype(np.float32) if half_kind(hidden.dtype) else hidden.dtype
         self.hidden = hidden.reshape(self.n_rows, hidden.shape[-1])
-        self.weight, self.bias = weight, bias
+        self.weight = weight
+        self.bias = None if bias is None else bias.astype(self.dtype, copy=False)
         t = np.asarray(target)
         self.target = t.reshape(self.n_rows, *t.shape[len(self.lead_shape):])
         s = None if sample_weight is None else np.asarray(sample_weight).reshape(self.n_rows)
@@ -104,19 +118,57 @@ class _Problem:
                             label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
                             logit_scale=logit_scale, n_threads=n_threads)
         self.sample_weight = s
-        self.rows = _chunk_rows(chunk_bytes, self.n_classes, hidden.itemsize, self.n_rows)
+        self.rows = _chunk_rows(chunk_bytes, self.n_classes, self.dtype.itemsize, self.n_rows)
+        block = min(WEIGHT_BLOCK, self.n_classes)
+        # Where a 16-bit block of the weight is widened (none for float32 / float64, whose
+        # blocks are views).
+        self._widened = (np.empty((block, weight.shape[1]), self.dtype)
+                         if weight.dtype != self.dtype else None)
+        self.block = block
 
     def chunks(self):
         for start in range(0, self.n_rows, self.rows):
             yield slice(start, min(start + self.rows, self.n_rows))
 
+    def hidden_rows(self, rows):
+        return self.hidden[rows].astype(self.dtype, copy=False)
+
+    def weight_blocks(self):
+        """(classes, the weight's rows for them in the products' dtype), WEIGHT_BLOCK at a time."""
+        for first in range(0, self.n_classes, self.block):
+            classes = slice(first, min(first + self.block, self.n_classes))
+            if self._widened is None:
+                yield classes, self.weight[classes]
+            else:
+                widened = self._widened[: classes.stop - classes.start]
+                widened[...] = self.weight[classes]
+                yield classes, widened
+
     def logits(self, rows, buffer):
-        """Z = H[rows] W^T + b, into the front of `buffer`."""
+        """Z = H[rows] W^T + b, into the front of `buffer`, a block of classes at a time."""
         z = buffer[: rows.stop - rows.start]
-        np.matmul(self.hidden[rows], self.weight.T, out=z)
+        h = self.hidden_rows(rows)
+        for classes, w in self.weight_blocks():
+            np.matmul(h, w.T, out=z[:, classes])
         if self.bias is not None:
             z += self.bias
         return z
+
+    def backward(self, rows, g, grad_hidden, grad_weight, grad_bias):
+        """From G = dL/dZ of a chunk of rows: dH = G W for those rows; dW += G^T H and
+        db += the column sums of G (grad_weight and grad_bias in the products' dtype)."""
+        h = self.hidden_rows(rows)
+        dh = np.zeros((h.shape[0], h.shape[1]), self.dtype)
+        part_h = np.empty_like(dh)
+        part_w = np.empty((self.block, h.shape[1]), self.dtype)
+        for classes, w in self.weight_blocks():
+            g_block = g[:, classes]
+            dh += np.matmul(g_block, w, out=part_h)
+            part = part_w[: classes.stop - classes.start]
+            grad_weight[classes] += np.matmul(g_block.T, h, out=part)
+        grad_hidden[rows] = dh
+        if grad_bias is not None:
+            grad_bias += g.sum(axis=0)
 
     def chunk_options(self, rows):
         s = None if self.sample_weight is None else self.sample_weight[rows]
@@ -127,7 +179,7 @@ def _run(problem, return_lse, grads=None, scale=1.0, row_scale=None):
     """The loop over chunks of rows: (loss as the reduction asks, lse or None). With `grads`
     (grad_hidden, grad_weight, grad_bias or None), the chunk's gradient is written over its
     logits and taken back through the projection into them."""
-    plan, dtype = problem.plan, problem.hidden.dtype
+    plan, dtype = problem.plan, problem.dtype
     buffer = np.empty((problem.rows, problem.n_classes), dtype)
     loss_rows = np.empty(problem.n_rows, dtype) if plan.reduction == "none" else None
     lse = np.empty(problem.n_rows, dtype) if return_lse else None
@@ -142,7 +194,7 @@ def _run(problem, return_lse, grads=None, scale=1.0, row_scale=None):
             part, part_lse, g = _api.cross_entropy_with_grad(
                 z, problem.target[rows], out=z,
                 grad_output=scale if row_scale is None else row_scale[rows], **kw)
-            _backward(problem, rows, g, *grads)
+            problem.backward(rows, g, *grads)
         if loss_rows is not None:
             loss_rows[rows] = part
         else:
@@ -159,30 +211,16 @@ def _run(problem, return_lse, grads=None, scale=1.0, row_scale=None):
     return loss, None if lse is None else lse.reshape(problem.lead_shape)
 
 
-def _backward(problem, rows, g, grad_hidden, grad_weight, grad_bias):
-    """From G = dL/dZ of a chunk of rows: dH = G W for those rows; dW += G^T H and db += the
-    column sums of G, in the operands' dtype."""
-    h = problem.hidden[rows]
-    np.matmul(g, problem.weight, out=grad_hidden[rows])
-    block = np.empty((min(WEIGHT_GRAD_BLOCK, problem.n_classes), h.shape[1]), h.dtype)
-    for first in range(0, problem.n_classes, block.shape[0]):
-        classes = slice(first, min(first + block.shape[0], problem.n_classes))
-        part = block[: classes.stop - classes.start]
-        np.matmul(g[:, classes].T, h, out=part)
-        grad_weight[classes] += part
-    if grad_bias is not None:
-        grad_bias += g.sum(axis=0)
-
-
 def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
                          sample_weight=None, ignore_index=-100, reduction="mean",
                          label_smoothing=0.0, z_loss=0.0, softcap=None, logit_scale=1.0,
                          return_lse=False, chunk_bytes=None, n_threads=None):
     """xentc.cross_entropy(hidden @ weight.T + bias, target, ...) without the N x V logits.
 
-    hidden: float32 or float64, shape (..., D). weight: (V, D), hidden's dtype (torch.nn.Linear's
-    layout); bias: None or (V,). class_weight is cross_entropy's `weight` (per-class weights);
-    every other option is cross_entropy's. chunk_bytes: the budget of the one buffer of logits
+    hidden: float32, float64 or 16-bit (float16, ml_dtypes.bfloat16: computed in float32), shape
+    (..., D). weight: (V, D), hidden's dtype (torch.nn.Linear's layout); bias: None or (V,).
+    class_weight is cross_entropy's `weight` (per-class weights); every other option is
+    cross_entropy's. chunk_bytes: the budget of the one buffer of logits
     (rows x V), default DEFAULT_CHUNK_BYTES (256 MiB). Returns what cross_entropy returns.
     """
     problem = _Problem(hidden, weight, target, bias, class_weight, sample_weight, ignore_index,
@@ -203,15 +241,19 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, class_w
     (loss, grad_hidden, grad_weight, grad_bias), or (loss, lse, grad_hidden, grad_weight,
     grad_bias) with return_lse=True; grad_bias is None without a bias. The gradients have the
     operands' shapes and dtype; the weight's and bias's are accumulated over the chunks of rows
-    in that dtype (float32 for float32, float64 for float64).
+    in float32 for float32 and 16-bit operands (rounded to 16 bits once), float64 for float64.
     """
     problem = _Problem(hidden, weight, target, bias, class_weight, sample_weight, ignore_index,
                        reduction, label_smoothing, z_loss, softcap, logit_scale, n_threads,
                        chunk_bytes)
-    plan, dtype = problem.plan, problem.hidden.dtype
+    plan = problem.plan
     scale, row_scale = check_grad_output(grad_output, plan.reduction, plan.lead_shape)
-    grads = (np.zeros(problem.hidden.shape, dtype), np.zeros(problem.weight.shape, dtype),
-             None if problem.bias is None else np.zeros(problem.n_classes, dtype))
+    # dW and db accumulate in the products' dtype (float32 for 16-bit operands) and are rounded
+    # to the operands' dtype once, at the end; dH is rounded chunk by chunk (each of its rows is
+    # one chunk's).
+    grads = (np.zeros(problem.hidden.shape, problem.hidden.dtype),
+             np.zeros(problem.weight.shape, problem.dtype),
+             None if problem.bias is None else np.zeros(problem.n_classes, problem.dtype))
     denominator = mean_denominator(plan) if plan.reduction == "mean" else None
     if denominator == 0:
         # Nothing counts: a NaN mean and, as torch (and cross_entropy_with_grad), all-zero
@@ -220,6 +262,8 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, class_w
     else:
         loss, lse = _run(problem, return_lse, grads, scale / (denominator or 1.0), row_scale)
     grad_hidden = grads[0].reshape(*problem.lead_shape, problem.hidden.shape[1])
+    grad_weight = grads[1].astype(problem.weight.dtype, copy=False)
+    grad_bias = None if grads[2] is None else grads[2].astype(problem.hidden.dtype, copy=False)
     if return_lse:
-        return (loss, lse, grad_hidden, *grads[1:])
-    return (loss, grad_hidden, *grads[1:])
+        return loss, lse, grad_hidden, grad_weight, grad_bias
+    return loss, grad_hidden, grad_weight, grad_bias
