@@ -70,7 +70,10 @@ def assert_grad(got, want, dtype, case):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(map(str, o)) or "defaults")
 @pytest.mark.parametrize("chunk_rows", [None, 1, 8], ids=lambda c: f"chunk{c}")
-def test_against_float64_reference(rng, dtype, options, chunk_rows):
+@pytest.mark.parametrize("block", [None, 16], ids=lambda b: f"block{b}")
+def test_against_float64_reference(rng, monkeypatch, dtype, options, chunk_rows, block):
+    if block is not None:  # several blocks of the weight gradient's accumulation over V = 37
+        monkeypatch.setattr(xentc._linear, "WEIGHT_BLOCK", block)
     hidden, weight, bias, target = make_problem(rng, dtype, soft=options.get("soft", False))
     kw = resolve(options, rng, hidden.shape[:-1], weight.shape[0])
     if chunk_rows is not None:
@@ -188,7 +191,7 @@ def test_errors(rng, build, exc, match):
 
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
 @pytest.mark.parametrize("options", OPTIONS[:4], ids=lambda o: "-".join(map(str, o)) or "defaults")
-def test_16_bit_operands(rng, half, options):
+def test_16_bit_operands(rng, monkeypatch, half, options):
     # Computed in float32 from the 16-bit values: the reference takes the same values (widened
     # exactly) to float64. Loss and lse come back in float32; the gradients in the operands'
     # dtype, each rounded once (atol: a 16-bit rounding of the largest entry, plus float32's).
@@ -196,7 +199,9 @@ def test_16_bit_operands(rng, half, options):
         dtype = pytest.importorskip("ml_dtypes", reason="bfloat16 needs ml_dtypes").bfloat16
     else:
         dtype = np.float16
-    hidden, weight, bias, target = make_problem(rng, np.float32, v=2 * 2048 + 37)
+    # Blocks of 16 classes: the widening and the block sums run several times over 37 classes.
+    monkeypatch.setattr(xentc._linear, "WEIGHT_BLOCK", 16)
+    hidden, weight, bias, target = make_problem(rng, np.float32)
     hidden, weight, bias = (a.astype(dtype) for a in (hidden, weight, bias))
     kw = resolve(options, rng, hidden.shape[:-1], weight.shape[0])
     kw["chunk_bytes"] = 8 * weight.shape[0] * 4
