@@ -7,11 +7,14 @@ states each time as:
             read them once and write the gradient once) divided by the median time;
   % of bw   that figure over the machine's bandwidth measured in the same run at the same thread
             count (read bandwidth for forward, copy bandwidth for loss+grad): the physical limit;
+  range ms  the fastest and the slowest of the timed calls (their spread);
   vs xentc  the impl's median time over xentc's (2.0x: twice as slow as xentc);
   extra MiB the peak memory the call added beyond its inputs (resident set high-water mark), the
             returned gradient included.
 Each peer's loss is checked against xentc's; a mismatch is shown in the table, not hidden.
-Workloads and peers are shared with the pytest-benchmark suite in bench/.
+Workloads and peers are shared with the pytest-benchmark suite in bench/. The report warns when
+other processes used the CPU during the run (from /proc/stat: busy time that was not this
+process's or its children's), since their work slows and scatters the timings.
 
 A second table, "torch training step", times the forward and backward of the loss through
 autograd at N=4096 C=32000 (float32 and bfloat16): xentc.torch, with and
@@ -28,7 +31,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -61,6 +64,9 @@ STANDARD_WORKLOADS = [
     Workload(2048, 32000, "float64"),
 ]
 QUICK_ELEMENTS = 1 << 21  # --quick: every workload cut to about 2M logits (8 MiB in float32)
+# --quick's bandwidth probe: arrays of at most this many bytes (the full probe's are >= 1 GiB,
+# whose allocation and first touch alone take seconds). Cache may then lift its figures a little.
+QUICK_PROBE_BYTES = 256 << 20
 PASSES = ("forward", "loss+grad")
 
 
@@ -256,8 +262,8 @@ def peak_extra_bytes(fn):
     return result, max(0, peak - before) * 1024
 
 
-def median_seconds(fn, repeats, budget_s=10.0):
-    """Median of at least 3 and at most `repeats` timed calls, fewer when they take long."""
+def timed_seconds(fn, repeats, budget_s=10.0):
+    """The times of at least 3 and at most `repeats` calls of fn, fewer when they take long."""
     times = []
     start = time.perf_counter()
     while len(times) < max(3, repeats):
@@ -266,7 +272,77 @@ def median_seconds(fn, repeats, budget_s=10.0):
         times.append(time.perf_counter() - t0)
         if len(times) >= 3 and time.perf_counter() - start > budget_s:
             break
-    return float(np.median(times))
+    return times
+
+
+def median_seconds(fn, repeats, budget_s=10.0):
+    """Median of timed_seconds(fn, repeats, budget_s)."""
+    return float(np.median(timed_seconds(fn, repeats, budget_s)))
+
+
+# ---- other processes' use of the CPU during the run -----------------------------------------------
+
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal (guest is within user)
+
+
+def _machine_busy_seconds():
+    """CPU seconds every process (and a hypervisor's steal) used since boot, from /proc/stat;
+    None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:]]
+    return sum(ticks[i] for i in _BUSY_FIELDS if i < len(ticks)) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    """CPU seconds of this process and its waited-for children (the torch step's cases)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuWatch:
+    """How much CPU other processes used between start and stop: the machine's busy time
+    (/proc/stat, steal included) minus this process's own (its threads, and the children it
+    waited for). `report()` gives the average number of cores they kept busy."""
+
+    def __init__(self):
+        self.wall0 = time.perf_counter()
+        self.busy0 = _machine_busy_seconds()
+        self.own0 = _own_cpu_seconds()
+        self.result = None
+
+    def stop(self):
+        wall = time.perf_counter() - self.wall0
+        busy = _machine_busy_seconds()
+        if busy is None or self.busy0 is None:
+            self.result = {"wall_s": wall, "other_cpu_s": None, "other_cores": None}
+        else:
+            own = _own_cpu_seconds() - self.own0
+            other = max(0.0, (busy - self.busy0) - own)
+            self.result = {"wall_s": wall, "other_cpu_s": other,
+                           "other_cores": other / wall if wall > 0 else 0.0}
+        return self.result
+
+
+# Other processes busy on average on more than this many cores: the report warns.
+CONTENTION_CORES = 0.1
+
+
+def contention_warning(result, n_cpus=None):
+    """A warning line when other processes used the CPU during the run, else None."""
+    cores = result.get("other_cores")
+    if cores is None or cores <= CONTENTION_CORES:
+        return None
+    n_cpus = n_cpus or os.cpu_count() or 1
+    return (f"warning: other processes used {result['other_cpu_s']:.1f} CPU-seconds during "
+            f"this {result['wall_s']:.0f} s run (on average {cores:.2f} of {n_cpus} cores busy "
+            "with other work, or taken by the hypervisor): the timings are slower and noisier "
+            "than on an idle machine; compare rows within this run only, or rerun when idle.")
 
 
 def llc_bytes():
@@ -287,9 +363,12 @@ def llc_bytes():
     return best or 32 << 20
 
 
-def measure_bandwidth(n_threads, repeats):
-    """Read and copy bandwidth in GB/s over float32 arrays 4x the last-level cache (>= 1 GiB)."""
+def measure_bandwidth(n_threads, repeats, quick=False):
+    """Read and copy bandwidth in GB/s over float32 arrays 4x the last-level cache (>= 1 GiB;
+    with quick, at most QUICK_PROBE_BYTES: seconds faster, a cache may lift the figures)."""
     n_bytes = max(4 * llc_bytes(), 1 << 30)
+    if quick:
+        n_bytes = min(4 * llc_bytes(), QUICK_PROBE_BYTES)
     src = np.ones(n_bytes // 4, dtype=np.float32)
     dst = np.zeros_like(src)  # touched: no first-write page faults inside the timing
     _kernels.bandwidth_copy(src, dst, n_threads)
@@ -314,6 +393,9 @@ class Row:
     extra_mib: float | None
     loss: float
     loss_check: str
+    # the spread of the timed calls: the fastest and the slowest
+    min_ms: float = field(default=float("nan"))
+    max_ms: float = field(default=float("nan"))
 
 
 def loss_check(loss, reference, dtype):
@@ -357,7 +439,8 @@ def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
                 progress.step(f"{workload.label} {pass_name}: {label}")
                 calls[variant]()  # warm-up: JIT compilation, first-touch page faults
                 loss, extra = peak_extra_bytes(calls[variant])
-                seconds = median_seconds(calls[variant], repeats)
+                times = timed_seconds(calls[variant], repeats)
+                seconds = float(np.median(times))
                 if xentc_s is None:
                     xentc_s, xentc_loss = seconds, loss
                 moved = workload.logits_bytes * (1 if pass_name == "forward" else 2)
@@ -367,7 +450,8 @@ def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
                     workload.label, workload.n_rows, workload.n_classes, workload.dtype,
                     pass_name, label, seconds * 1e3, gbs, gbs / limit, seconds / xentc_s,
                     None if extra is None else extra / 2**20, loss,
-                    loss_check(loss, xentc_loss, workload.dtype)))
+                    loss_check(loss, xentc_loss, workload.dtype),
+                    min(times) * 1e3, max(times) * 1e3))
             del calls
     return rows
 
@@ -515,12 +599,13 @@ def machine_info(n_threads):
 
 
 def format_table(rows, markdown=False):
-    head = ["workload", "pass", "impl", "median ms", "GB/s", "% of bw", "vs xentc",
+    head = ["workload", "pass", "impl", "median ms", "range ms", "GB/s", "% of bw", "vs xentc",
             "extra MiB", "loss check"]
     body = []
     for r in rows:
         extra = "n/a" if r.extra_mib is None else f"{r.extra_mib:.0f}"
-        body.append([r.workload, r.pass_name, r.impl, f"{r.median_ms:.1f}", f"{r.gbs:.2f}",
+        body.append([r.workload, r.pass_name, r.impl, f"{r.median_ms:.1f}",
+                     f"{r.min_ms:.1f}-{r.max_ms:.1f}", f"{r.gbs:.2f}",
                      f"{100 * r.bandwidth_fraction:.1f}%", f"{r.vs_xentc:.2f}x", extra,
                      r.loss_check])
     if markdown:
@@ -534,14 +619,11 @@ def format_table(rows, markdown=False):
 
 
 def plot(rows, bandwidth, path):
-    try:
-        import matplotlib
+    import matplotlib  # main() checked before the run that it imports
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"--plot: matplotlib is not installed; {path} not written", file=sys.stderr)
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     # one colour per implementation in both panels (forward has no "xentc out=" line)
     impls = list(dict.fromkeys(r.impl for r in rows))
@@ -563,6 +645,30 @@ def plot(rows, bandwidth, path):
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def markdown_report(rows, step_rows, info, bandwidth, argv, contention):
+    """The tables as Markdown, after a paragraph saying what ran where (docs/performance.md
+    includes this file, written by `make bench-docs`)."""
+    versions = ", ".join(f"{name} {info[name]}" for name in
+                         ("python", "numpy", "torch", "jax", "scikit-learn") if name in info)
+    command = " ".join(["python -m xentc.bench", *argv]).strip()
+    lines = [
+        f"xentc {info['xentc']}, `{command}`, {time.strftime('%Y-%m-%d', time.gmtime())}: "
+        f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads, kernels: "
+        f"{info['kernels']}, OpenMP {info['openmp']}; {versions}. Bandwidth at "
+        f"{info['threads']} threads: read {bandwidth['read_gbs']:.1f} GB/s, copy "
+        f"{bandwidth['copy_gbs']:.1f} GB/s."]
+    warning = contention_warning(contention)
+    if warning:
+        lines[0] += " " + warning[0].upper() + warning[1:]
+    elif contention.get("other_cores") is not None:
+        lines[0] += (f" Other processes kept {contention['other_cores']:.2f} cores busy on "
+                     "average during the run.")
+    lines += ["", format_table(rows, markdown=True)]
+    if step_rows:
+        lines += ["", format_torch_step(step_rows, markdown=True)]
+    return "\n".join(lines) + "\n"
 
 
 def parse_workload(text):
@@ -606,6 +712,11 @@ def main(argv=None):
     if args.torch_step_case:
         print(json.dumps(torch_step_case(json.loads(args.torch_step_case))))
         return 0
+    if args.plot and not _importable("matplotlib"):
+        # before the run, not after minutes of it
+        parser.error("--plot needs matplotlib: pip install '.[plot]' from a checkout (or "
+                     "pip install matplotlib)")
+    watch = CpuWatch()
 
     n_threads = check_n_threads(args.threads)
     map_large_allocations()
@@ -627,10 +738,11 @@ def main(argv=None):
         f"{name} {info.get('scikit-learn' if name == 'sklearn' else name, '')} "
         f"({IMPLEMENTATIONS[name][2]})".replace("  ", " ") for name in impls if name != "xentc")
         + "".join(f"; {name} skipped: {why}" for name, why in skipped.items()))
-    bandwidth = measure_bandwidth(n_threads, args.repeats)
-    print(f"bandwidth at {n_threads} threads over {bandwidth['array_bytes'] / 2**30:.1f} GiB "
+    bandwidth = measure_bandwidth(n_threads, args.repeats, quick=args.quick)
+    print(f"bandwidth at {n_threads} threads over {bandwidth['array_bytes'] / 2**30:.2f} GiB "
           f"arrays: read {bandwidth['read_gbs']:.1f} GB/s, copy {bandwidth['copy_gbs']:.1f} GB/s "
-          f"(bytes read + bytes written)")
+          f"(bytes read + bytes written)"
+          + ("; --quick: a smaller probe, indicative only" if args.quick else ""))
 
     # each impl once per pass, plus xentc's out= variant of loss+grad
     progress = Progress(len(workloads) * (len(PASSES) * len(impls) + 1))
@@ -642,8 +754,9 @@ def main(argv=None):
     print()
     print(format_table(rows))
     print("\nGB/s: minimum bytes moved / median time. % of bw: of read (forward) or copy "
-          "(loss+grad) bandwidth above. vs xentc: time / xentc's time. extra MiB: peak resident "
-          "memory added by one call, returned gradient included.")
+          "(loss+grad) bandwidth above. range ms: the fastest and slowest timed call. vs xentc: "
+          "time / xentc's time. extra MiB: peak resident memory added by one call, returned "
+          "gradient included.")
     mismatches = [r for r in rows if r.loss_check != "ok"]
     if mismatches:
         print(f"{len(mismatches)} loss mismatch(es) against xentc: see the 'loss check' column.")
@@ -652,7 +765,8 @@ def main(argv=None):
     if args.no_torch_step:
         why = "--no-torch-step"
     elif "torch" not in impls and not _importable("torch"):
-        why = "torch is not installed (pip install 'xentc[torch]', the CPU build of torch)"
+        why = ("torch is not installed (install the CPU build of torch first, then "
+               "pip install '.[torch]' from a checkout: see docs/install.md)")
     else:
         why = None
         step_workload = quick(TORCH_STEP_WORKLOAD) if args.quick else TORCH_STEP_WORKLOAD
@@ -671,16 +785,23 @@ def main(argv=None):
               "shows there, the returned gradient included.")
         if any(r.loss_check != "ok" for r in step_rows):
             print("loss mismatch against torch: see the 'loss check' column.")
+    contention = watch.stop()
+    warning = contention_warning(contention)
+    if warning:
+        print("\n" + warning)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "bandwidth": bandwidth,
                        "rows": [asdict(r) for r in rows],
-                       "torch_step": [asdict(r) for r in step_rows]}, f, indent=2)
+                       "torch_step": [asdict(r) for r in step_rows],
+                       "other_processes": contention}, f, indent=2)
     if args.markdown:
+        shown = list(argv if argv is not None else sys.argv[1:])
+        if "--markdown" in shown:  # the output path says nothing about the run
+            k = shown.index("--markdown")
+            del shown[k:k + 2]
         with open(args.markdown, "w") as f:
-            f.write(format_table(rows, markdown=True) + "\n")
-            if step_rows:
-                f.write("\n" + format_torch_step(step_rows, markdown=True) + "\n")
+            f.write(markdown_report(rows, step_rows, info, bandwidth, shown, contention))
     if args.plot:
         plot(rows, bandwidth, args.plot)
     return 0
