@@ -108,10 +108,12 @@ def test_markdown_example_runs(name, code, tmp_path, monkeypatch, capsys):
 
 # module -> the optional package it needs
 DOCSTRING_MODULES = {
+    "xentc": None,
     "xentc._api": None,
     "xentc._config": None,
     "xentc._shards": None,
     "xentc.dask": "dask",
+    "xentc.bench": None,
 }
 
 

@@ -686,6 +686,28 @@ def parse_workload(text):
 
 
 def main(argv=None):
+    """Run the benchmark report (``python -m xentc.bench``, ``xentc-bench``, ``make bench``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command-line arguments (None: ``sys.argv[1:]``); ``--help`` lists them.
+
+    Returns
+    -------
+    int
+        0 (the exit status); argument errors exit with status 2 before anything runs.
+
+    Examples
+    --------
+    A small run with one workload and NumPy as the only peer (tables printed, nothing written):
+
+    >>> from xentc import bench
+    >>> bench.main(["--only", "--workload", "64,100", "--peers", "numpy", "--repeats", "3",
+    ...             "--threads", "1", "--no-torch-step", "--quick"])  # doctest: +ELLIPSIS
+    xentc ... benchmark: ...
+    0
+    """
     parser = argparse.ArgumentParser(
         prog="python -m xentc.bench", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
