@@ -74,8 +74,9 @@ docs:  ## install xentc and its docs extra, then build the docs into build/docs 
 	$(PYTHON) -m pip install ".[docs]"
 	$(OUTSIDE) $(PYTHON) -m sphinx -W --keep-going -b html "$(CURDIR)/docs" "$(CURDIR)/build/docs"
 
-bench-docs: build  ## run the benchmark report and write its tables into docs/_generated/benchmark.md
-	$(OUTSIDE) $(PYTHON) -m xentc.bench $(ARGS) --markdown "$(CURDIR)/docs/_generated/benchmark.md"
+bench-docs: build  ## run the benchmark report; write its tables into docs/ and its summary into README.md
+	$(OUTSIDE) $(PYTHON) -m xentc.bench $(ARGS) --markdown "$(CURDIR)/docs/_generated/benchmark.md" \
+	    --readme "$(CURDIR)/README.md"
 
 clean:  ## remove build products
 	rm -rf build dist wheelhouse *.egg-info xentc/_kernels.c xentc/_build_info.py xentc/*.so \

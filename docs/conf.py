@@ -27,6 +27,8 @@ myst_heading_anchors = 3  # [text](page.md#a-heading) links resolve to the headi
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
+# `name` in a docstring (numpydoc's convention) links to that object where it is documented
+default_role = "py:obj"
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"  # the signatures and the Parameters sections say it
 

@@ -47,10 +47,18 @@ def test_loss_check_flags_a_mismatch():
 
 def test_report_end_to_end(tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{bench.README_BEGIN}\nold figures\n{bench.README_END}\n\nafter\n")
     rc = bench.main(["--only", "--workload", "64,100", "--workload", "16,1000,float64",
                      "--peers", "numpy", "--repeats", "3", "--threads", "1",
-                     "--json", str(out_json), "--markdown", str(out_md), "--no-torch-step"])
+                     "--json", str(out_json), "--markdown", str(out_md), "--no-torch-step",
+                     "--readme", str(readme)])
     assert rc == 0
+    summary = readme.read_text()
+    assert "old figures" not in summary and summary.endswith(f"{bench.README_END}\n\nafter\n")
+    assert "| logits (N, C) | xentc forward | xentc loss + grad, `out=` | NumPy loss + grad |" \
+        in summary
+    assert "| (64, 100) | " in summary and "| (16, 1000) float64 | " in summary
     text = capsys.readouterr().out
     assert "bandwidth at 1 threads" in text and "N=64 C=100 f32" in text
     report = json.loads(out_json.read_text())
@@ -150,3 +158,18 @@ def test_torch_step_section_can_be_left_out(capsys):
     bench.main(["--only", "--workload", "16,100", "--peers", "numpy", "--repeats", "3",
                 "--no-torch-step"])
     assert "skipped: --no-torch-step" in capsys.readouterr().out
+
+
+def test_readme_without_the_summary_block_fails_before_the_run(tmp_path, monkeypatch, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no block here\n")
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda *a, **k: pytest.fail("it ran"))
+    with pytest.raises(ValueError, match="no '<!-- benchmark summary"):
+        bench.main(["--quick", "--readme", str(readme)])
+
+
+def test_the_readme_holds_the_summary_block():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert bench.replace_readme_summary(text, "x\n").count("x\n<!-- end of benchmark") == 1

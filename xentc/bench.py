@@ -671,6 +671,62 @@ def markdown_report(rows, step_rows, info, bandwidth, argv, contention):
     return "\n".join(lines) + "\n"
 
 
+# The README's benchmark summary sits between these lines; `--readme FILE` rewrites what is
+# between them (make bench-docs), so that the front page's figures are never typed by hand.
+README_BEGIN = ("<!-- benchmark summary: written by make bench-docs "
+                "(python -m xentc.bench --readme) -->")
+README_END = "<!-- end of benchmark summary -->"
+SUMMARY_PEERS = (("jax", "JAX"), ("torch", "torch"), ("numpy", "NumPy"))
+
+
+def readme_summary(rows, info, bandwidth):
+    """The README's summary: one line per workload, xentc's forward and loss + gradient (out=)
+    with their share of the bandwidth, and the peers' loss + gradient times."""
+    by_key = {(r.workload, r.pass_name, r.impl): r for r in rows}
+    workloads = list(dict.fromkeys((r.workload, r.n_rows, r.n_classes, r.dtype) for r in rows))
+    peers = [(impl, name) for impl, name in SUMMARY_PEERS
+             if any(r.impl == impl for r in rows)]
+    versions = ", ".join(f"{label} {info[key]}" for key, label in (
+        ("python", "Python"), ("numpy", "NumPy"), ("torch", "torch"), ("jax", "JAX"),
+        ("xentc", "xentc")) if key in info)
+    lines = [
+        f"Median time of one call, float32 unless noted, {info['threads']} threads; `% bw` is "
+        "the share of the machine's bandwidth measured in the same run (read bandwidth for the "
+        "forward pass, copy bandwidth for loss + gradient). Run on "
+        f"{time.strftime('%Y-%m-%d', time.gmtime())} on {info['cpu']} ({info['cores']} cores, "
+        f"kernels: {info['kernels']}), {versions}; read {bandwidth['read_gbs']:.1f} GB/s, copy "
+        f"{bandwidth['copy_gbs']:.1f} GB/s.",
+        "",
+        "| logits (N, C) | xentc forward | xentc loss + grad, `out=` | "
+        + " | ".join(f"{name} loss + grad" for _, name in peers) + " |",
+        "|---|---|---|" + "---|" * len(peers),
+    ]
+
+    def xentc_cell(row):
+        if row is None:
+            return "n/a"
+        return f"{row.median_ms:.1f} ms ({100 * row.bandwidth_fraction:.0f} % bw)"
+
+    for label, n_rows, n_classes, dtype in workloads:
+        shape = f"({n_rows}, {n_classes})" + ("" if dtype == "float32" else f" {dtype}")
+        cells = [shape, xentc_cell(by_key.get((label, "forward", "xentc"))),
+                 xentc_cell(by_key.get((label, "loss+grad", "xentc out=")))]
+        for impl, _ in peers:
+            row = by_key.get((label, "loss+grad", impl))
+            cells.append("n/a" if row is None else f"{row.median_ms:.1f} ms")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_readme_summary(text, summary):
+    """`text` (a README) with what lies between README_BEGIN and README_END replaced."""
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"--readme: the file has no {README_BEGIN!r} ... {README_END!r} block")
+    start = begin + len(README_BEGIN)
+    return text[:start] + "\n" + summary + text[end:]
+
+
 def parse_workload(text):
     parts = text.split(",")
     if len(parts) not in (2, 3):
@@ -727,6 +783,8 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="plot GB/s against C (matplotlib)")
     parser.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    parser.add_argument("--readme", metavar="README.md",
+                        help="rewrite the benchmark summary block of this README")
     parser.add_argument("--no-torch-step", action="store_true",
                         help="leave out the torch training step section")
     parser.add_argument("--torch-step-case", help=argparse.SUPPRESS)  # one case, in a subprocess
@@ -734,6 +792,10 @@ def main(argv=None):
     if args.torch_step_case:
         print(json.dumps(torch_step_case(json.loads(args.torch_step_case))))
         return 0
+    if args.readme:
+        # a README without the block fails now, not after the run
+        with open(args.readme) as f:
+            replace_readme_summary(f.read(), "")
     if args.plot and not _importable("matplotlib"):
         # before the run, not after minutes of it
         parser.error("--plot needs matplotlib: pip install '.[plot]' from a checkout (or "
@@ -819,11 +881,17 @@ def main(argv=None):
                        "other_processes": contention}, f, indent=2)
     if args.markdown:
         shown = list(argv if argv is not None else sys.argv[1:])
-        if "--markdown" in shown:  # the output path says nothing about the run
-            k = shown.index("--markdown")
-            del shown[k:k + 2]
+        for option in ("--markdown", "--readme"):  # the output paths say nothing about the run
+            if option in shown:
+                k = shown.index(option)
+                del shown[k:k + 2]
         with open(args.markdown, "w") as f:
             f.write(markdown_report(rows, step_rows, info, bandwidth, shown, contention))
+    if args.readme:
+        with open(args.readme) as f:
+            text = f.read()
+        with open(args.readme, "w") as f:
+            f.write(replace_readme_summary(text, readme_summary(rows, info, bandwidth)))
     if args.plot:
         plot(rows, bandwidth, args.plot)
     return 0
