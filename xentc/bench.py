@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -659,12 +660,8 @@ def markdown_report(rows, step_rows, info, bandwidth, argv, contention):
         f"{info['kernels']}, OpenMP {info['openmp']}; {versions}. Bandwidth at "
         f"{info['threads']} threads: read {bandwidth['read_gbs']:.1f} GB/s, copy "
         f"{bandwidth['copy_gbs']:.1f} GB/s."]
-    warning = contention_warning(contention)
-    if warning:
-        lines[0] += " " + warning[0].upper() + warning[1:]
-    elif contention.get("other_cores") is not None:
-        lines[0] += (f" Other processes kept {contention['other_cores']:.2f} cores busy on "
-                     "average during the run.")
+    lines[0] += _contention_sentence(contention)
+    lines[0] = _wrap(lines[0])
     lines += ["", format_table(rows, markdown=True)]
     if step_rows:
         lines += ["", format_torch_step(step_rows, markdown=True)]
@@ -679,7 +676,23 @@ README_END = "<!-- end of benchmark summary -->"
 SUMMARY_PEERS = (("jax", "JAX"), ("torch", "torch"), ("numpy", "NumPy"))
 
 
-def readme_summary(rows, info, bandwidth):
+def _wrap(paragraph):
+    """A Markdown paragraph wrapped at 100 columns (the repository's line length)."""
+    return textwrap.fill(paragraph, width=100, break_long_words=False, break_on_hyphens=False)
+
+
+def _contention_sentence(contention):
+    """How much other processes used the CPU during the run, as a sentence for the docs."""
+    warning = contention_warning(contention) if contention else None
+    if warning:
+        return " " + warning[0].upper() + warning[1:]
+    if contention and contention.get("other_cores") is not None:
+        return (f" Other processes kept {contention['other_cores']:.2f} cores busy on average "
+                "during the run.")
+    return ""
+
+
+def readme_summary(rows, info, bandwidth, contention=None):
     """The README's summary: one line per workload, xentc's forward and loss + gradient (out=)
     with their share of the bandwidth, and the peers' loss + gradient times."""
     by_key = {(r.workload, r.pass_name, r.impl): r for r in rows}
@@ -695,7 +708,7 @@ def readme_summary(rows, info, bandwidth):
         "forward pass, copy bandwidth for loss + gradient). Run on "
         f"{time.strftime('%Y-%m-%d', time.gmtime())} on {info['cpu']} ({info['cores']} cores, "
         f"kernels: {info['kernels']}), {versions}; read {bandwidth['read_gbs']:.1f} GB/s, copy "
-        f"{bandwidth['copy_gbs']:.1f} GB/s.",
+        f"{bandwidth['copy_gbs']:.1f} GB/s." + _contention_sentence(contention),
         "",
         "| logits (N, C) | xentc forward | xentc loss + grad, `out=` | "
         + " | ".join(f"{name} loss + grad" for _, name in peers) + " |",
@@ -715,6 +728,7 @@ def readme_summary(rows, info, bandwidth):
             row = by_key.get((label, "loss+grad", impl))
             cells.append("n/a" if row is None else f"{row.median_ms:.1f} ms")
         lines.append("| " + " | ".join(cells) + " |")
+    lines[0] = _wrap(lines[0])
     return "\n".join(lines) + "\n"
 
 
@@ -891,7 +905,7 @@ def main(argv=None):
         with open(args.readme) as f:
             text = f.read()
         with open(args.readme, "w") as f:
-            f.write(replace_readme_summary(text, readme_summary(rows, info, bandwidth)))
+            f.write(replace_readme_summary(text, readme_summary(rows, info, bandwidth, contention)))
     if args.plot:
         plot(rows, bandwidth, args.plot)
     return 0
