@@ -44,6 +44,8 @@ from xentc._validate import check_n_threads
 
 @dataclass(frozen=True)
 class Workload:
+    """One benchmark case: N rows of C classes of `dtype` logits."""
+
     n_rows: int
     n_classes: int
     dtype: str = "float32"
@@ -89,6 +91,7 @@ def make_inputs(workload, seed=0):
 
 
 def xentc_calls(logits, target, n_threads):
+    """xentc's calls per pass, each returning the mean loss (plus the out= variant)."""
     out = np.empty_like(logits)
     return {
         "forward": lambda: xentc.cross_entropy(logits, target, n_threads=n_threads),
@@ -122,6 +125,7 @@ def numpy_loss_and_grad(logits, target):
 
 
 def numpy_calls(logits, target, n_threads):
+    """The NumPy peer's calls per pass (n_threads is unused: NumPy runs on one thread)."""
     return {
         "forward": lambda: numpy_forward(logits, target),
         "loss+grad": lambda: numpy_loss_and_grad(logits, target)[0],
@@ -129,6 +133,7 @@ def numpy_calls(logits, target, n_threads):
 
 
 def torch_calls(logits, target, n_threads):
+    """torch.nn.functional.cross_entropy per pass, on tensors sharing the arrays' memory."""
     import torch
     import torch.nn.functional as F
 
@@ -149,6 +154,7 @@ def torch_calls(logits, target, n_threads):
 
 
 def jax_calls(logits, target, n_threads):
+    """JAX's jit-compiled mean loss and value_and_grad per pass (XLA picks its threads)."""
     import jax
 
     if logits.dtype == np.float64:
@@ -172,6 +178,7 @@ def jax_calls(logits, target, n_threads):
 
 
 def sklearn_calls(logits, target, n_threads):
+    """scikit-learn's HalfMultinomialLoss per pass."""
     from sklearn._loss.loss import HalfMultinomialLoss
 
     loss = HalfMultinomialLoss(n_classes=logits.shape[1])
@@ -381,6 +388,8 @@ def measure_bandwidth(n_threads, repeats, quick=False):
 
 @dataclass
 class Row:
+    """One line of the report: an implementation's figures for one pass of one workload."""
+
     workload: str
     n_rows: int
     n_classes: int
@@ -400,6 +409,8 @@ class Row:
 
 
 def loss_check(loss, reference, dtype):
+    """"ok", or "MISMATCH rel <error>" when `loss` is off `reference` by more than the
+    dtype's bound (1e-4 in float32, 1e-10 in float64)."""
     rel = abs(loss - reference) / max(abs(reference), 1e-30)
     bound = 1e-4 if dtype == "float32" else 1e-10
     return "ok" if rel <= bound else f"MISMATCH rel {rel:.1e}"
@@ -428,6 +439,7 @@ class Progress:
 
 
 def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
+    """Time every implementation's passes over one workload; returns its Rows."""
     logits, target = make_inputs(workload)
     rows = []
     for pass_name in PASSES:
@@ -474,6 +486,8 @@ TORCH_STEP_IMPLS = [
 
 @dataclass
 class TorchStepRow:
+    """One line of the torch training step table."""
+
     workload: str
     dtype: str
     impl: str
@@ -485,6 +499,7 @@ class TorchStepRow:
 
 
 def torch_step_dtypes():
+    """The logits dtypes of the torch training step table."""
     return ["float32", "bfloat16"]
 
 
@@ -566,6 +581,7 @@ def torch_step_rows(workload, n_threads, repeats, progress=None):
 
 
 def format_torch_step(rows, markdown=False):
+    """The torch training step table as text (aligned columns) or Markdown."""
     head = ["workload", "dtype", "impl", "median ms", "vs torch", "extra MiB",
             "loss check (vs float64)"]
     body = [[r.workload, r.dtype, r.impl, f"{r.median_ms:.1f}", f"{r.vs_torch:.2f}x",
@@ -580,6 +596,7 @@ def format_torch_step(rows, markdown=False):
 
 
 def machine_info(n_threads):
+    """What ran where: the CPU, cores, threads, kernels, OpenMP and the packages' versions."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -600,6 +617,7 @@ def machine_info(n_threads):
 
 
 def format_table(rows, markdown=False):
+    """The main table as text (aligned columns) or Markdown."""
     head = ["workload", "pass", "impl", "median ms", "range ms", "GB/s", "% of bw", "vs xentc",
             "extra MiB", "loss check"]
     body = []
@@ -620,6 +638,8 @@ def format_table(rows, markdown=False):
 
 
 def plot(rows, bandwidth, path):
+    """GB/s against the class count for each implementation and pass, with the measured
+    bandwidth as a line, saved as an image (matplotlib)."""
     import matplotlib  # main() checked before the run that it imports
 
     matplotlib.use("Agg")
@@ -742,6 +762,7 @@ def replace_readme_summary(text, summary):
 
 
 def parse_workload(text):
+    """A --workload argument, "N,C" or "N,C,dtype", as a Workload."""
     parts = text.split(",")
     if len(parts) not in (2, 3):
         raise argparse.ArgumentTypeError(f"--workload must be N,C or N,C,dtype; got {text!r}")
