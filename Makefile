@@ -67,6 +67,17 @@ wheel:  ## build the sdist and a wheel into dist/, then repair the wheel into wh
 	PATH="$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$$PATH" \
 	    $(PYTHON) -m auditwheel repair --wheel-dir wheelhouse dist/*.whl
 
+# The documentation (CONTRIBUTING.md, "Documentation"): autodoc imports the installed xentc, so
+# sphinx-build runs from outside the checkout; -W: a warning fails the build.
+.PHONY: docs bench-docs
+docs:  ## install xentc and its docs extra, then build the docs into build/docs (warnings are errors)
+	$(PYTHON) -m pip install ".[docs]"
+	$(OUTSIDE) $(PYTHON) -m sphinx -W --keep-going -b html "$(CURDIR)/docs" "$(CURDIR)/build/docs"
+
+bench-docs: build  ## run the benchmark report; write its tables into docs/ and its summary into README.md
+	$(OUTSIDE) $(PYTHON) -m xentc.bench $(ARGS) --markdown "$(CURDIR)/docs/_generated/benchmark.md" \
+	    --readme "$(CURDIR)/README.md"
+
 clean:  ## remove build products
 	rm -rf build dist wheelhouse *.egg-info xentc/_kernels.c xentc/_build_info.py xentc/*.so \
 	    .pytest_cache

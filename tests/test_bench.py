@@ -47,10 +47,18 @@ def test_loss_check_flags_a_mismatch():
 
 def test_report_end_to_end(tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{bench.README_BEGIN}\nold figures\n{bench.README_END}\n\nafter\n")
     rc = bench.main(["--only", "--workload", "64,100", "--workload", "16,1000,float64",
                      "--peers", "numpy", "--repeats", "3", "--threads", "1",
-                     "--json", str(out_json), "--markdown", str(out_md), "--no-torch-step"])
+                     "--json", str(out_json), "--markdown", str(out_md), "--no-torch-step",
+                     "--readme", str(readme)])
     assert rc == 0
+    summary = readme.read_text()
+    assert "old figures" not in summary and summary.endswith(f"{bench.README_END}\n\nafter\n")
+    assert "| logits (N, C) | xentc forward | xentc loss + grad, `out=` | NumPy loss + grad |" \
+        in summary
+    assert "| (64, 100) | " in summary and "| (16, 1000) float64 | " in summary
     text = capsys.readouterr().out
     assert "bandwidth at 1 threads" in text and "N=64 C=100 f32" in text
     report = json.loads(out_json.read_text())
@@ -67,7 +75,56 @@ def test_report_end_to_end(tmp_path, capsys):
         assert r["gbs"] == pytest.approx(
             r["n_rows"] * r["n_classes"] * (4 if r["dtype"] == "float32" else 8)
             * (1 if r["pass_name"] == "forward" else 2) / r["median_ms"] / 1e6, rel=1e-9)
-    assert out_md.read_text().startswith("| workload |")
+    for r in report["rows"]:
+        assert r["min_ms"] <= r["median_ms"] <= r["max_ms"], r
+    markdown = out_md.read_text()
+    assert markdown.startswith(f"xentc {xentc.__version__}, `python -m xentc.bench --only")
+    assert "--markdown" not in markdown.splitlines()[0]
+    assert "\n| workload | pass | impl | median ms | range ms |" in markdown
+    assert report["other_processes"]["wall_s"] > 0
+
+
+def test_plot_without_matplotlib_fails_before_the_run(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "_importable", lambda module: module != "matplotlib")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the benchmark ran although --plot cannot be written")
+
+    monkeypatch.setattr(bench, "measure_bandwidth", must_not_run)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--quick", "--plot", "out.png"])
+    assert exit_info.value.code == 2
+    assert "--plot needs matplotlib" in capsys.readouterr().err
+
+
+def test_quick_bandwidth_probe_is_small():
+    bandwidth = bench.measure_bandwidth(1, 3, quick=True)
+    assert bandwidth["array_bytes"] <= bench.QUICK_PROBE_BYTES
+    assert bandwidth["read_gbs"] > 0 and bandwidth["copy_gbs"] > 0
+
+
+def test_other_processes_cpu_is_seen_and_warned_about():
+    import subprocess
+    import sys
+    import time
+
+    watch = bench.CpuWatch()
+    # a busy process this one does not wait for before stop(): another process's work
+    spin = subprocess.Popen([sys.executable, "-c",
+                             "import time\nt = time.process_time()\n"
+                             "while time.process_time() - t < 1.0: pass"])
+    time.sleep(1.5)
+    result = watch.stop()
+    spin.wait()
+    if result["other_cpu_s"] is None:
+        pytest.skip("no /proc/stat on this system")
+    assert result["other_cpu_s"] >= 0.7, result
+    warning = bench.contention_warning(result, n_cpus=2)
+    assert warning.startswith("warning: other processes used") and "of 2 cores" in warning
+    assert bench.contention_warning({"wall_s": 10.0, "other_cpu_s": 0.1,
+                                     "other_cores": 0.01}) is None
+    assert bench.contention_warning({"wall_s": 1.0, "other_cpu_s": None,
+                                     "other_cores": None}) is None
 
 
 def test_unknown_peer_is_an_error(capsys):
@@ -101,3 +158,18 @@ def test_torch_step_section_can_be_left_out(capsys):
     bench.main(["--only", "--workload", "16,100", "--peers", "numpy", "--repeats", "3",
                 "--no-torch-step"])
     assert "skipped: --no-torch-step" in capsys.readouterr().out
+
+
+def test_readme_without_the_summary_block_fails_before_the_run(tmp_path, monkeypatch, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no block here\n")
+    monkeypatch.setattr(bench, "measure_bandwidth", lambda *a, **k: pytest.fail("it ran"))
+    with pytest.raises(ValueError, match="no '<!-- benchmark summary"):
+        bench.main(["--quick", "--readme", str(readme)])
+
+
+def test_the_readme_holds_the_summary_block():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert bench.replace_readme_summary(text, "x\n").count("x\n<!-- end of benchmark") == 1

@@ -1,7 +1,7 @@
 """The public functions: validate -> allocate -> run the kernel -> reduce.
 
-Semantics: shared/spec/api.md, with torch.nn.functional.cross_entropy as the oracle (classes on
-the last axis); the README's "Semantics" section lists the details, deviations included.
+Semantics: docs/semantics.md (the contract), with torch.nn.functional.cross_entropy as the
+oracle (classes on the last axis); deviations from torch are listed there.
 """
 
 import math
@@ -54,17 +54,88 @@ def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=No
 def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
                   reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
                   logit_scale=1.0, return_lse=False, n_threads=None):
-    """Softmax cross-entropy of `logits` (shape (..., C), classes last) against `target`.
+    """Softmax cross-entropy of `logits` against `target`, classes on the last axis.
 
-    logits: float32, float64, or 16-bit (float16, ml_dtypes.bfloat16: computed in float32).
-    target: class indices of shape logits.shape[:-1] (any integer dtype), or class probabilities
-    of shape logits.shape (float32/float64). Options as torch.nn.functional.cross_entropy
-    (weight, ignore_index, reduction, label_smoothing), plus sample_weight (per-row weights),
-    z_loss (adds z_loss * lse**2 per counted row), logit_scale and softcap (the loss is that of
-    z'' = softcap * tanh(logit_scale * z / softcap), or of logit_scale * z without a softcap)
-    and return_lse (also return each row's log-sum-exp, of z''). Returns a Python float for
-    'mean'/'sum', an ndarray of shape logits.shape[:-1] for 'none' (float32 for 16-bit logits);
-    (loss, lse) with return_lse=True.
+    The options follow ``torch.nn.functional.cross_entropy``; the formulas, the NaN and inf rules
+    and the accuracy are on the semantics page of the docs.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C)
+        float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16``; 16-bit logits are
+        computed in float32), C >= 1, any strides. Read in place, never copied (except when
+        byte-swapped or misaligned).
+    target : array_like
+        Class indices of shape ``logits.shape[:-1]`` (any integer dtype; each in ``[0, C)`` or
+        equal to `ignore_index`), or class probabilities of shape ``logits.shape`` (float32 or
+        float64). The dtype decides which.
+    weight : array_like, shape (C,), optional
+        Per-class weights (floating), as torch's.
+    sample_weight : array_like, shape logits.shape[:-1], optional
+        Per-row weights >= 0 (floating): each row's loss is multiplied by its weight, and the
+        ``'mean'`` divides by the weighted count.
+    ignore_index : int, default -100
+        The index target of rows that do not count (index targets only).
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        ``'mean'``: the (weighted) mean over the counted rows; ``'sum'``; ``'none'``: one loss
+        per row.
+    label_smoothing : float, default 0.0
+        In [0, 1]: the target becomes ``(1 - label_smoothing) * target + label_smoothing / C``.
+    z_loss : float, default 0.0
+        >= 0: adds ``z_loss * lse**2`` to each counted row (PaLM's z-loss).
+    softcap : float, optional
+        None or > 0: the loss is that of ``softcap * tanh(z' / softcap)``.
+    logit_scale : float, default 1.0
+        Finite: ``z' = logit_scale * logits`` before the softcap.
+    return_lse : bool, default False
+        Also return each row's log-sum-exp (of the transformed logits).
+    n_threads : int, optional
+        Threads for the kernel (>= 1). None: a threadpoolctl limit, else ``OMP_NUM_THREADS``,
+        else the usable cores. The result is bitwise the same for every count.
+
+    Returns
+    -------
+    loss : float or ndarray
+        A Python float for ``'mean'`` and ``'sum'``; for ``'none'`` an array of shape
+        ``logits.shape[:-1]`` in the logits' dtype (float32 for 16-bit logits). ``'mean'`` with
+        nothing counted is NaN.
+    lse : ndarray
+        Only with ``return_lse=True``: shape ``logits.shape[:-1]``, the logits' dtype (float32
+        for 16-bit logits), ignored rows included.
+
+    Raises
+    ------
+    TypeError
+        A dtype xentc does not take (integer or complex logits, a bool target, integer weights,
+        16-bit probability targets), or an option of the wrong type.
+    ValueError
+        Shapes that do not fit, a target index out of range, C == 0, an option out of its range
+        (`reduction`, `label_smoothing`, `z_loss`, `softcap`, `logit_scale`, `n_threads`), a
+        negative or NaN sample weight.
+
+    See Also
+    --------
+    cross_entropy_with_grad : the loss and its gradient in one pass.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], dtype=np.float32)
+    >>> target = np.array([0, 1])
+    >>> round(xentc.cross_entropy(logits, target), 4)
+    0.3185
+    >>> np.round(xentc.cross_entropy(logits, target, reduction="none"), 4)
+    array([0.417, 0.22 ], dtype=float32)
+
+    A target equal to `ignore_index` does not count; probabilities work as well:
+
+    >>> round(xentc.cross_entropy(logits, np.array([0, -100])), 4)
+    0.417
+    >>> soft = np.array([[0.9, 0.1, 0.0], [0.0, 1.0, 0.0]])
+    >>> loss, lse = xentc.cross_entropy(logits, soft, return_lse=True)
+    >>> np.round(lse, 4)
+    array([2.417, 2.72 ], dtype=float32)
     """
     plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
                               label_smoothing, z_loss, n_threads, softcap, logit_scale)
@@ -76,14 +147,66 @@ def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
                             ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
                             softcap=None, logit_scale=1.0, return_lse=False, n_threads=None,
                             grad_output=None, out=None):
-    """cross_entropy and its gradient with respect to the logits, in one fused pass.
+    """`cross_entropy` and its gradient with respect to the logits, in one fused pass.
 
-    grad_output: the vector-Jacobian product's cotangent (None: 1.0, or ones for 'none'; a scalar,
-    or for 'none' an array of shape logits.shape[:-1]). out: where to write the gradient (same
-    shape and dtype as logits, writeable, any strides); out=logits overwrites the logits in place.
-    The gradient is with respect to the logits as given, through softcap and logit_scale; for
-    16-bit logits it is computed in float32 and rounded to their dtype (to nearest even).
-    Returns (loss, grad), or (loss, lse, grad) with return_lse=True.
+    Parameters
+    ----------
+    logits, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss
+        As for `cross_entropy`.
+    softcap, logit_scale, return_lse, n_threads
+        As for `cross_entropy`.
+    grad_output : float or array_like, optional
+        The cotangent of the vector-Jacobian product: the gradient is multiplied by it (the loss
+        is not). None means 1.0 (ones for ``'none'``); a scalar, or for ``'none'`` an array of
+        shape ``logits.shape[:-1]``. ``reduction="sum"`` with ``grad_output=1 / n_tokens``
+        scales micro-batches for gradient accumulation.
+    out : ndarray, optional
+        Where to write the gradient: the logits' shape and dtype, writeable, any strides.
+        ``out=logits`` overwrites the logits with their gradient (no extra memory). Nothing is
+        written to it when an error is raised.
+
+    Returns
+    -------
+    loss : float or ndarray
+        As `cross_entropy` returns it.
+    lse : ndarray
+        Only with ``return_lse=True``: as `cross_entropy` returns it, computed before the
+        gradient overwrites the logits.
+    grad : ndarray
+        The gradient, the logits' shape and dtype (`out` itself when given). It is with respect
+        to the logits as given, through `softcap` and `logit_scale`; for 16-bit logits it is
+        computed in float32 and rounded once to their dtype.
+
+    Raises
+    ------
+    TypeError
+        As `cross_entropy`; also `out` not an ndarray, `grad_output` not real.
+    ValueError
+        As `cross_entropy`; also `grad_output` of the wrong shape, `out` of the wrong shape or
+        dtype, read-only, or overlapping an input other than being exactly the logits.
+
+    See Also
+    --------
+    cross_entropy : the loss alone.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], dtype=np.float32)
+    >>> target = np.array([0, 1])
+    >>> loss, grad = xentc.cross_entropy_with_grad(logits, target)
+    >>> round(loss, 4)
+    0.3185
+    >>> np.round(grad, 4)  # (softmax - onehot) / 2 rows
+    array([[-0.1705,  0.1212,  0.0493],
+           [ 0.0543, -0.0988,  0.0445]], dtype=float32)
+
+    In place: the gradient overwrites the logits.
+
+    >>> loss, grad = xentc.cross_entropy_with_grad(logits, target, out=logits)
+    >>> grad is logits
+    True
     """
     plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
                               label_smoothing, z_loss, n_threads, softcap, logit_scale)
@@ -161,10 +284,39 @@ def _grad_from_lse(logits, target, lse, *, weight=None, sample_weight=None, igno
 
 
 def logsumexp(x, axis=-1):
-    """log(sum(exp(x), axis)), as scipy.special.logsumexp, in x's dtype (float32/float64).
-    16-bit x (float16, bfloat16) is upcast exactly to float32 and the result is float32, as
-    cross_entropy's lse is: the float32 result keeps digits a 16-bit one would drop (the same
-    for softmax and log_softmax)."""
+    """``log(sum(exp(x), axis))``, as ``scipy.special.logsumexp``, without overflow.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 (the result has x's dtype); float16 and bfloat16 are widened exactly
+        to float32 and the result is float32 (it keeps digits a 16-bit one would drop).
+    axis : int, default -1
+        The axis to reduce.
+
+    Returns
+    -------
+    ndarray
+        x's shape without `axis`. An empty axis gives -inf; a row of -inf gives -inf, a row with
+        +inf gives +inf, a row with NaN gives NaN.
+
+    Raises
+    ------
+    TypeError
+        x not floating, or `axis` not an int.
+    numpy.exceptions.AxisError
+        `axis` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> x = np.log(np.array([[1.0, 2.0, 5.0], [1.0, 1.0, 1.0]]))
+    >>> np.round(xentc.logsumexp(x), 6)
+    array([2.079442, 1.098612])
+    >>> float(xentc.logsumexp(np.array([1000.0, 1000.0])))  # no overflow
+    1000.6931471805599
+    """
     _, rows, _ = plan_rows(x, axis)
     lead_shape = rows.shape[:-1]
     out = np.empty(math.prod(lead_shape), dtype=rows.dtype)
@@ -187,10 +339,65 @@ def _softmax_family(x, axis, log_softmax):
 
 
 def softmax(x, axis=-1):
-    """exp(x) / sum(exp(x), axis), as scipy.special.softmax, in x's dtype."""
+    """``exp(x) / sum(exp(x), axis)``, as ``scipy.special.softmax``.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 (the result has x's dtype); 16-bit x gives float32.
+    axis : int, default -1
+        The axis to normalise over.
+
+    Returns
+    -------
+    ndarray
+        x's shape; each slice along `axis` sums to 1.
+
+    Raises
+    ------
+    TypeError
+        x not floating, or `axis` not an int.
+    numpy.exceptions.AxisError
+        `axis` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> np.round(xentc.softmax(np.array([[0.0, np.log(3.0)], [5.0, 5.0]])), 6)
+    array([[0.25, 0.75],
+           [0.5 , 0.5 ]])
+    """
     return _softmax_family(x, axis, False)
 
 
 def log_softmax(x, axis=-1):
-    """x - logsumexp(x, axis), as scipy.special.log_softmax, in x's dtype."""
+    """``x - logsumexp(x, axis)``, as ``scipy.special.log_softmax``, accurate for large x.
+
+    Parameters
+    ----------
+    x : array_like
+        float32 or float64 (the result has x's dtype); 16-bit x gives float32.
+    axis : int, default -1
+        The axis to normalise over.
+
+    Returns
+    -------
+    ndarray
+        x's shape.
+
+    Raises
+    ------
+    TypeError
+        x not floating, or `axis` not an int.
+    numpy.exceptions.AxisError
+        `axis` out of range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> np.round(xentc.log_softmax(np.array([1e30, 1e30], dtype=np.float32)), 6)
+    array([-0.693147, -0.693147], dtype=float32)
+    """
     return _softmax_family(x, axis, True)

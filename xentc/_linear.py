@@ -225,13 +225,66 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None
                          sample_weight=None, ignore_index=-100, reduction="mean",
                          label_smoothing=0.0, z_loss=0.0, softcap=None, logit_scale=1.0,
                          return_lse=False, chunk_bytes=None, n_threads=None):
-    """xentc.cross_entropy(hidden @ weight.T + bias, target, ...) without the N x V logits.
+    """xentc.cross_entropy of ``hidden @ weight.T + bias`` without the N x V logits.
 
-    hidden: float32, float64 or 16-bit (float16, ml_dtypes.bfloat16: computed in float32), shape
-    (..., D). weight: (V, D), hidden's dtype (torch.nn.Linear's layout); bias: None or (V,).
-    class_weight is cross_entropy's `weight` (per-class weights); every other option is
-    cross_entropy's. chunk_bytes: the budget of the one buffer of logits
-    (rows x V), default DEFAULT_CHUNK_BYTES (256 MiB). Returns what cross_entropy returns.
+    The logits are made one chunk of rows at a time in one reused buffer of at most
+    `chunk_bytes`, and each chunk goes through `cross_entropy` itself: the options and their
+    semantics are the core's.
+
+    Parameters
+    ----------
+    hidden : array_like, shape (..., D)
+        float32, float64, float16 or bfloat16 (``ml_dtypes.bfloat16``; 16-bit operands are
+        computed in float32).
+    weight : array_like, shape (V, D)
+        The projection, in ``torch.nn.Linear``'s layout, of `hidden`'s dtype.
+    target : array_like
+        Class indices of shape ``hidden.shape[:-1]`` or probabilities of shape
+        ``(*hidden.shape[:-1], V)``, as `cross_entropy` reads them.
+    bias : array_like, shape (V,), optional
+        Added to the logits; `hidden`'s dtype.
+    class_weight : array_like, shape (V,), optional
+        `cross_entropy`'s ``weight`` (per-class weights), renamed since `weight` is the
+        projection here.
+    sample_weight, ignore_index, reduction, label_smoothing, z_loss
+        As in `cross_entropy`, applied to the logits.
+    softcap, logit_scale, return_lse, n_threads
+        As in `cross_entropy`, applied to the logits.
+    chunk_bytes : int, optional
+        The budget of the buffer of logits (``rows x V``, float32 for 16-bit operands); default
+        ``DEFAULT_CHUNK_BYTES`` (256 MiB). At least one row.
+
+    Returns
+    -------
+    loss : float or ndarray
+        As `cross_entropy` returns it (float32 rows for 16-bit operands).
+    lse : ndarray
+        Only with ``return_lse=True``: each row's log-sum-exp.
+
+    Raises
+    ------
+    TypeError
+        A dtype it does not take, `weight` or `bias` of another dtype than `hidden`, a
+        `chunk_bytes` that is not an int; and `cross_entropy`'s.
+    ValueError
+        `weight` not (V, D), `bias` not (V,), `chunk_bytes` below one row; and
+        `cross_entropy`'s.
+
+    See Also
+    --------
+    linear_cross_entropy_with_grad : with the gradients of `hidden`, `weight` and `bias`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> rng = np.random.default_rng(0)
+    >>> hidden = rng.standard_normal((6, 4))
+    >>> weight = rng.standard_normal((10, 4))
+    >>> target = np.array([1, 3, 5, 7, 9, 0])
+    >>> loss = xentc.linear_cross_entropy(hidden, weight, target, chunk_bytes=2 * 10 * 8)
+    >>> bool(np.isclose(loss, xentc.cross_entropy(hidden @ weight.T, target)))
+    True
     """
     problem = _Problem(hidden, weight, target, bias, class_weight, sample_weight, ignore_index,
                        reduction, label_smoothing, z_loss, softcap, logit_scale, n_threads,
@@ -245,13 +298,59 @@ def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, class_w
                                    label_smoothing=0.0, z_loss=0.0, softcap=None,
                                    logit_scale=1.0, return_lse=False, grad_output=None,
                                    chunk_bytes=None, n_threads=None):
-    """linear_cross_entropy and its gradients with respect to hidden, weight and bias.
+    """`linear_cross_entropy` and its gradients with respect to `hidden`, `weight`, `bias`.
 
-    Arguments as linear_cross_entropy; grad_output as in cross_entropy_with_grad. Returns
-    (loss, grad_hidden, grad_weight, grad_bias), or (loss, lse, grad_hidden, grad_weight,
-    grad_bias) with return_lse=True; grad_bias is None without a bias. The gradients have the
-    operands' shapes and dtype; the weight's and bias's are accumulated over the chunks of rows
-    in float32 for float32 and 16-bit operands (rounded to 16 bits once), float64 for float64.
+    Each chunk's gradient with respect to its logits is written over them and taken back
+    through the projection before the next chunk: ``dH = G W``, ``dW += G^T H``,
+    ``db += sum_rows G``.
+
+    Parameters
+    ----------
+    hidden, weight, target, bias, class_weight, sample_weight
+        As in `linear_cross_entropy`.
+    ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale
+        As in `linear_cross_entropy`.
+    return_lse, chunk_bytes, n_threads
+        As in `linear_cross_entropy`.
+    grad_output : float or array_like, optional
+        As in `cross_entropy_with_grad`: the cotangent of the loss (a scalar, or for
+        ``'none'`` one per row).
+
+    Returns
+    -------
+    loss : float or ndarray
+        As `linear_cross_entropy` returns it.
+    lse : ndarray
+        Only with ``return_lse=True``.
+    grad_hidden : ndarray
+        `hidden`'s shape and dtype.
+    grad_weight : ndarray
+        `weight`'s shape and dtype; accumulated over the chunks in float32 for float32 and
+        16-bit operands (rounded to 16 bits once), in float64 for float64.
+    grad_bias : ndarray or None
+        `bias`'s shape and dtype, accumulated as `grad_weight`; None without a bias.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `linear_cross_entropy`, and for a `grad_output` as `cross_entropy_with_grad`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> rng = np.random.default_rng(0)
+    >>> hidden, weight = rng.standard_normal((6, 4)), rng.standard_normal((10, 4))
+    >>> target = np.array([1, 3, 5, 7, 9, 0])
+    >>> loss, d_hidden, d_weight, d_bias = xentc.linear_cross_entropy_with_grad(
+    ...     hidden, weight, target)
+    >>> _, d_logits = xentc.cross_entropy_with_grad(hidden @ weight.T, target)
+    >>> bool(np.allclose(d_hidden, d_logits @ weight))
+    True
+    >>> bool(np.allclose(d_weight, d_logits.T @ hidden))
+    True
+    >>> d_bias is None
+    True
     """
     problem = _Problem(hidden, weight, target, bias, class_weight, sample_weight, ignore_index,
                        reduction, label_smoothing, z_loss, softcap, logit_scale, n_threads,

@@ -33,24 +33,56 @@ from ._validate import as_matrix, plan_combine, plan_shard, plan_shard_grad
 
 
 class ShardStats(NamedTuple):
-    """One block's per-row statistics (shard_stats). Arrays hold one entry per row (the rows of
-    logits_block.shape[:-1], flattened in C order); the pivot is the index target when it falls
-    in this block (index targets) or the block's first max class (probability targets).
+    """One block's per-row statistics, as `shard_stats` returns them.
 
-    max           float64  the row's max over the block (-inf when it holds only -inf/NaN)
-    sumexp        float64  sum over the block's classes except the pivot of exp(z - max); when
-                           max is not finite, sum of exp(z) over all of them (0, inf or NaN)
-    pivot         int64    the pivot's global class index, -1 when none
-    target_logit  float64  z at the pivot (index targets), NaN when none
-    pivot_weight  float64  w at the pivot (index) or w * t' at the pivot (probabilities), 0 if none
-    weight_sum    float64  sum of the block's class weights (index), or of w * t' except at the
-                           pivot (probabilities); t' = (1 - label_smoothing) t + label_smoothing / C
-    gap           float64  sum of w (shift - z) (index; with label_smoothing only), or of
-                           w t' (shift - z) except at the pivot (probabilities); shift = max when
-                           finite, else 0: non-negative terms, moved to the row max by the merge
-    counted       bool     rows whose target is not ignore_index (all, for probabilities)
-    and the block's description: class_offset, n_block, n_classes, lead_shape, dtype, kind
-    ('index' | 'prob'), label_smoothing, ignore_index.
+    The arrays hold one entry per row (the rows of ``logits_block.shape[:-1]``, flattened in C
+    order). The pivot is the index target when it falls in this block (index targets) or the
+    block's first max class (probability targets). Pass them to `combine_shards`; they are
+    small (O(rows)), so they are what crosses between workers.
+
+    Attributes
+    ----------
+    max : ndarray of float64
+        The row's max over the block (-inf when it holds only -inf or NaN).
+    sumexp : ndarray of float64
+        The sum of ``exp(z - max)`` over the block's classes except the pivot; when max is not
+        finite, the sum of ``exp(z)`` over all of them (0, inf or NaN).
+    pivot : ndarray of int64
+        The pivot's global class index, -1 when there is none.
+    target_logit : ndarray of float64
+        z at the pivot (index targets), NaN when there is none.
+    pivot_weight : ndarray of float64
+        w at the pivot (index targets) or ``w * t'`` at the pivot (probabilities); 0 if none.
+    weight_sum : ndarray of float64
+        The sum of the block's class weights (index targets), or of ``w * t'`` except at the
+        pivot (probabilities), with ``t' = (1 - label_smoothing) t + label_smoothing / C``.
+    gap : ndarray of float64
+        The sum of ``w (shift - z)`` (index targets, with label smoothing only), or of
+        ``w t' (shift - z)`` except at the pivot (probabilities); shift is the block max when
+        finite, else 0.
+    counted : ndarray of bool
+        The rows whose target is not `ignore_index` (all rows, for probabilities).
+    class_offset, n_block, n_classes : int
+        The block's classes: ``[class_offset, class_offset + n_block)`` of `n_classes`.
+    lead_shape : tuple
+        ``logits_block.shape[:-1]``.
+    dtype : numpy.dtype
+        The logits' dtype.
+    kind : {'index', 'prob'}
+        Index or probability targets.
+    label_smoothing : float
+        As given to `shard_stats`.
+    ignore_index : int
+        As given to `shard_stats`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> logits = np.array([[2.0, 1.0, 0.1, -1.0], [0.5, 2.5, 0.3, 0.0]])
+    >>> stats = xentc.shard_stats(logits[:, :2], np.array([0, 3]), class_offset=0, n_classes=4)
+    >>> stats.max, stats.pivot  # row 1's target, class 3, is in another block
+    (array([2. , 2.5]), array([ 0, -1]))
     """
 
     max: np.ndarray
@@ -72,18 +104,37 @@ class ShardStats(NamedTuple):
 
 
 class ShardTotals(NamedTuple):
-    """The merged statistics of every shard of a set of rows (combine_shards).
+    """The merged statistics of every block of a set of rows, as `combine_shards` returns them.
 
-    loss         as xentc.cross_entropy returns it: a float for 'mean'/'sum', an array of shape
-                 lead_shape in the logits' dtype for 'none'
-    lse          each row's log-sum-exp, shape lead_shape, the logits' dtype (also ignored rows)
-    loss_sum     float: the sum of the row losses (float64)
-    denominator  float: the 'mean' denominator of these rows (torch's, times sample weights)
-    The rest is what shard_grad needs, one float64 (or int64/bool) entry per row: row_max (the
-    max over all classes), row_scale (the sample weight, 0 for a row that does not count),
-    p_coef, exact_class, exact_coef, t_keep, floor (see _grad_coefficients), nonfinite (a
-    counted row whose max is not finite: NaN gradient); and lead_shape, dtype, kind, reduction,
-    n_classes, label_smoothing, ignore_index.
+    Attributes
+    ----------
+    loss : float or ndarray
+        As `xentc.cross_entropy` returns it: a float for ``'mean'`` and ``'sum'``, an array of
+        shape `lead_shape` in the logits' dtype for ``'none'``.
+    lse : ndarray
+        Each row's log-sum-exp, shape `lead_shape`, the logits' dtype (ignored rows included).
+    loss_sum : float
+        The sum of the row losses (float64).
+    denominator : float
+        The ``'mean'`` denominator of these rows (torch's, times the sample weights).
+    row_max, row_scale, p_coef, exact_class, exact_coef, t_keep, floor, nonfinite
+        What `shard_grad` needs, one entry per row (the last three: scalars and a mask): the max
+        over all classes, the sample weight (0 for a row that does not count), the gradient's
+        coefficients, and the counted rows whose max is not finite (NaN gradient).
+    lead_shape, dtype, kind, reduction, n_classes, label_smoothing, ignore_index
+        The rows, the logits' dtype, the target kind and the options they were computed with.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> logits = np.array([[2.0, 1.0, 0.1, -1.0], [0.5, 2.5, 0.3, 0.0]])
+    >>> target = np.array([0, 3])
+    >>> stats = [xentc.shard_stats(logits[:, o:o + 2], target, class_offset=o, n_classes=4)
+    ...          for o in (0, 2)]
+    >>> totals = xentc.combine_shards(stats)
+    >>> round(totals.loss, 6), totals.denominator
+    (1.616578, 2.0)
     """
 
     loss: object
@@ -109,13 +160,60 @@ class ShardTotals(NamedTuple):
 
 def shard_stats(logits_block, target, *, class_offset, n_classes, weight=None, ignore_index=-100,
                 label_smoothing=0.0, n_threads=None):
-    """Per-row statistics of one block of classes, [class_offset, class_offset + B) of n_classes.
+    """Per-row statistics of one block of classes, for the vocabulary-parallel cross-entropy.
 
-    logits_block: float32/float64 of shape (..., B), any strides. target: the GLOBAL class
-    indices (integers of shape logits_block.shape[:-1]), or this block's class probabilities
-    (floating, of logits_block's shape). weight: None, all n_classes class weights, or the
-    block's B. ignore_index and label_smoothing as in xentc.cross_entropy. Returns ShardStats;
-    combine_shards merges those of every block of the same rows.
+    The block holds classes ``[class_offset, class_offset + B)`` of `n_classes`. It is read
+    once; `combine_shards` merges the statistics of every block of the same rows.
+
+    Parameters
+    ----------
+    logits_block : array_like, shape (..., B)
+        float32 or float64, any strides (16-bit logits are not taken here).
+    target : array_like
+        The GLOBAL class indices (integers of shape ``logits_block.shape[:-1]``, in
+        ``[0, n_classes)`` or `ignore_index`), or this block's class probabilities (floating, of
+        `logits_block`'s shape).
+    class_offset : int
+        The global index of the block's first class.
+    n_classes : int
+        The number of classes over all blocks (C).
+    weight : array_like, optional
+        All `n_classes` class weights, or the block's B.
+    ignore_index : int, default -100
+        As in `xentc.cross_entropy`.
+    label_smoothing : float, default 0.0
+        As in `xentc.cross_entropy`; the same for every block.
+    n_threads : int, optional
+        As in `xentc.cross_entropy`.
+
+    Returns
+    -------
+    ShardStats
+        The block's per-row statistics.
+
+    Raises
+    ------
+    TypeError
+        Logits not float32 or float64; a target, weight or option of the wrong type.
+    ValueError
+        A block that does not fit in ``[0, n_classes)``, shapes that do not fit, a target index
+        out of range, an option out of its range.
+
+    See Also
+    --------
+    combine_shards, shard_grad
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> logits = np.array([[2.0, 1.0, 0.1, -1.0], [0.5, 2.5, 0.3, 0.0]])
+    >>> target = np.array([0, 3])
+    >>> stats = [xentc.shard_stats(logits[:, :2], target, class_offset=0, n_classes=4),
+    ...          xentc.shard_stats(logits[:, 2:], target, class_offset=2, n_classes=4)]
+    >>> totals = xentc.combine_shards(stats)
+    >>> bool(np.isclose(totals.loss, xentc.cross_entropy(logits, target)))
+    True
     """
     plan = plan_shard(logits_block, target, class_offset, n_classes, weight, ignore_index,
                       label_smoothing, n_threads)
@@ -153,9 +251,49 @@ def shard_stats(logits_block, target, *, class_offset, n_classes, weight=None, i
 
 
 def combine_shards(stats, *, sample_weight=None, reduction="mean", z_loss=0.0):
-    """Merge the ShardStats of every block of the same rows (in any order: they are taken in
-    class order) into ShardTotals: each row's log-sum-exp and loss, the reduction, and what
-    shard_grad needs. sample_weight, reduction and z_loss as in xentc.cross_entropy."""
+    """Merge the statistics of every block of the same rows into the loss and what
+    `shard_grad` needs.
+
+    The merge is exact and in class order (``M = max m_b``, ``s = sum s_b exp(m_b - M)``), so
+    the result is bitwise the same whatever order the statistics arrive in. O(rows) work.
+
+    Parameters
+    ----------
+    stats : sequence of ShardStats
+        One per block, from `shard_stats`, covering every class exactly once, in any order.
+    sample_weight : array_like, optional
+        Per-row weights >= 0, as in `xentc.cross_entropy`.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        As in `xentc.cross_entropy`.
+    z_loss : float, default 0.0
+        As in `xentc.cross_entropy`.
+
+    Returns
+    -------
+    ShardTotals
+        ``loss`` as `xentc.cross_entropy` returns it, ``lse``, ``loss_sum``, ``denominator``,
+        and the rows' gradient coefficients.
+
+    Raises
+    ------
+    TypeError
+        `stats` holding something else than ShardStats.
+    ValueError
+        Statistics of different rows or options, blocks that leave a gap or overlap, an option
+        out of its range.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> logits = np.array([[2.0, 1.0, 0.1, -1.0], [0.5, 2.5, 0.3, 0.0]])
+    >>> target = np.array([0, 3])
+    >>> stats = [xentc.shard_stats(logits[:, o:o + 2], target, class_offset=o, n_classes=4)
+    ...          for o in (2, 0)]  # any order
+    >>> totals = xentc.combine_shards(stats, reduction="none")
+    >>> np.round(totals.loss, 4), np.round(totals.lse, 4)
+    (array([0.4493, 2.7838]), array([2.4493, 2.7838]))
+    """
     shards, sw, reduction, z_loss = plan_combine(stats, sample_weight, reduction, z_loss)
     first = shards[0]
     n = first.max.shape[0]
@@ -294,10 +432,47 @@ def shard_grad(logits_block, target, totals, *, class_offset, weight=None, grad_
                out=None, n_threads=None):
     """The gradient of the combined loss with respect to one block of logits.
 
-    logits_block, target, class_offset, weight: as given to shard_stats for this block. totals:
-    combine_shards' result for these rows. grad_output as in xentc.cross_entropy_with_grad (for
-    the reduction totals was combined with). out: where to write (the block's shape and dtype,
-    any strides); out=logits_block overwrites the block in place. Returns the gradient array.
+    Parameters
+    ----------
+    logits_block, target, class_offset, weight
+        As given to `shard_stats` for this block.
+    totals : ShardTotals
+        `combine_shards`' result for these rows.
+    grad_output : float or array_like, optional
+        As in `xentc.cross_entropy_with_grad`, for the reduction `totals` was combined with.
+    out : ndarray, optional
+        Where to write the gradient (the block's shape and dtype, any strides);
+        ``out=logits_block`` overwrites the block in place.
+    n_threads : int, optional
+        As in `xentc.cross_entropy`.
+
+    Returns
+    -------
+    ndarray
+        The block's gradient (`out` when given): the columns of
+        `xentc.cross_entropy_with_grad`'s gradient for these classes.
+
+    Raises
+    ------
+    TypeError
+        `totals` not ShardTotals; arguments of the wrong type.
+    ValueError
+        A block, target kind or rows that do not match `totals`; `out` or `grad_output` that
+        do not fit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> logits = np.array([[2.0, 1.0, 0.1, -1.0], [0.5, 2.5, 0.3, 0.0]])
+    >>> target = np.array([0, 3])
+    >>> blocks = [(0, logits[:, :2]), (2, logits[:, 2:])]
+    >>> stats = [xentc.shard_stats(b, target, class_offset=o, n_classes=4) for o, b in blocks]
+    >>> totals = xentc.combine_shards(stats)
+    >>> grad = np.hstack([xentc.shard_grad(b, target, totals, class_offset=o)
+    ...                   for o, b in blocks])
+    >>> np.allclose(grad, xentc.cross_entropy_with_grad(logits, target)[1])
+    True
     """
     plan, scale, row_scale, grad = plan_shard_grad(
         logits_block, target, totals, class_offset, weight, grad_output, out, n_threads)

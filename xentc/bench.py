@@ -7,11 +7,14 @@ states each time as:
             read them once and write the gradient once) divided by the median time;
   % of bw   that figure over the machine's bandwidth measured in the same run at the same thread
             count (read bandwidth for forward, copy bandwidth for loss+grad): the physical limit;
+  range ms  the fastest and the slowest of the timed calls (their spread);
   vs xentc  the impl's median time over xentc's (2.0x: twice as slow as xentc);
   extra MiB the peak memory the call added beyond its inputs (resident set high-water mark), the
             returned gradient included.
 Each peer's loss is checked against xentc's; a mismatch is shown in the table, not hidden.
-Workloads and peers are shared with the pytest-benchmark suite in bench/.
+Workloads and peers are shared with the pytest-benchmark suite in bench/. The report warns when
+other processes used the CPU during the run (from /proc/stat: busy time that was not this
+process's or its children's), since their work slows and scatters the timings.
 
 A second table, "torch training step", times the forward and backward of the loss through
 autograd at N=4096 C=32000 (float32 and bfloat16): xentc.torch, with and
@@ -27,8 +30,9 @@ import json
 import os
 import platform
 import sys
+import textwrap
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -40,6 +44,8 @@ from xentc._validate import check_n_threads
 
 @dataclass(frozen=True)
 class Workload:
+    """One benchmark case: N rows of C classes of `dtype` logits."""
+
     n_rows: int
     n_classes: int
     dtype: str = "float32"
@@ -61,6 +67,9 @@ STANDARD_WORKLOADS = [
     Workload(2048, 32000, "float64"),
 ]
 QUICK_ELEMENTS = 1 << 21  # --quick: every workload cut to about 2M logits (8 MiB in float32)
+# --quick's bandwidth probe: arrays of at most this many bytes (the full probe's are >= 1 GiB,
+# whose allocation and first touch alone take seconds). Cache may then lift its figures a little.
+QUICK_PROBE_BYTES = 256 << 20
 PASSES = ("forward", "loss+grad")
 
 
@@ -82,6 +91,7 @@ def make_inputs(workload, seed=0):
 
 
 def xentc_calls(logits, target, n_threads):
+    """xentc's calls per pass, each returning the mean loss (plus the out= variant)."""
     out = np.empty_like(logits)
     return {
         "forward": lambda: xentc.cross_entropy(logits, target, n_threads=n_threads),
@@ -115,6 +125,7 @@ def numpy_loss_and_grad(logits, target):
 
 
 def numpy_calls(logits, target, n_threads):
+    """The NumPy peer's calls per pass (n_threads is unused: NumPy runs on one thread)."""
     return {
         "forward": lambda: numpy_forward(logits, target),
         "loss+grad": lambda: numpy_loss_and_grad(logits, target)[0],
@@ -122,6 +133,7 @@ def numpy_calls(logits, target, n_threads):
 
 
 def torch_calls(logits, target, n_threads):
+    """torch.nn.functional.cross_entropy per pass, on tensors sharing the arrays' memory."""
     import torch
     import torch.nn.functional as F
 
@@ -142,6 +154,7 @@ def torch_calls(logits, target, n_threads):
 
 
 def jax_calls(logits, target, n_threads):
+    """JAX's jit-compiled mean loss and value_and_grad per pass (XLA picks its threads)."""
     import jax
 
     if logits.dtype == np.float64:
@@ -165,6 +178,7 @@ def jax_calls(logits, target, n_threads):
 
 
 def sklearn_calls(logits, target, n_threads):
+    """scikit-learn's HalfMultinomialLoss per pass."""
     from sklearn._loss.loss import HalfMultinomialLoss
 
     loss = HalfMultinomialLoss(n_classes=logits.shape[1])
@@ -256,8 +270,8 @@ def peak_extra_bytes(fn):
     return result, max(0, peak - before) * 1024
 
 
-def median_seconds(fn, repeats, budget_s=10.0):
-    """Median of at least 3 and at most `repeats` timed calls, fewer when they take long."""
+def timed_seconds(fn, repeats, budget_s=10.0):
+    """The times of at least 3 and at most `repeats` calls of fn, fewer when they take long."""
     times = []
     start = time.perf_counter()
     while len(times) < max(3, repeats):
@@ -266,7 +280,77 @@ def median_seconds(fn, repeats, budget_s=10.0):
         times.append(time.perf_counter() - t0)
         if len(times) >= 3 and time.perf_counter() - start > budget_s:
             break
-    return float(np.median(times))
+    return times
+
+
+def median_seconds(fn, repeats, budget_s=10.0):
+    """Median of timed_seconds(fn, repeats, budget_s)."""
+    return float(np.median(timed_seconds(fn, repeats, budget_s)))
+
+
+# ---- other processes' use of the CPU during the run -----------------------------------------------
+
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal (guest is within user)
+
+
+def _machine_busy_seconds():
+    """CPU seconds every process (and a hypervisor's steal) used since boot, from /proc/stat;
+    None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    ticks = [int(x) for x in fields[1:]]
+    return sum(ticks[i] for i in _BUSY_FIELDS if i < len(ticks)) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds():
+    """CPU seconds of this process and its waited-for children (the torch step's cases)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class CpuWatch:
+    """How much CPU other processes used between start and stop: the machine's busy time
+    (/proc/stat, steal included) minus this process's own (its threads, and the children it
+    waited for). `report()` gives the average number of cores they kept busy."""
+
+    def __init__(self):
+        self.wall0 = time.perf_counter()
+        self.busy0 = _machine_busy_seconds()
+        self.own0 = _own_cpu_seconds()
+        self.result = None
+
+    def stop(self):
+        wall = time.perf_counter() - self.wall0
+        busy = _machine_busy_seconds()
+        if busy is None or self.busy0 is None:
+            self.result = {"wall_s": wall, "other_cpu_s": None, "other_cores": None}
+        else:
+            own = _own_cpu_seconds() - self.own0
+            other = max(0.0, (busy - self.busy0) - own)
+            self.result = {"wall_s": wall, "other_cpu_s": other,
+                           "other_cores": other / wall if wall > 0 else 0.0}
+        return self.result
+
+
+# Other processes busy on average on more than this many cores: the report warns.
+CONTENTION_CORES = 0.1
+
+
+def contention_warning(result, n_cpus=None):
+    """A warning line when other processes used the CPU during the run, else None."""
+    cores = result.get("other_cores")
+    if cores is None or cores <= CONTENTION_CORES:
+        return None
+    n_cpus = n_cpus or os.cpu_count() or 1
+    return (f"warning: other processes used {result['other_cpu_s']:.1f} CPU-seconds during "
+            f"this {result['wall_s']:.0f} s run (on average {cores:.2f} of {n_cpus} cores busy "
+            "with other work, or taken by the hypervisor): the timings are slower and noisier "
+            "than on an idle machine; compare rows within this run only, or rerun when idle.")
 
 
 def llc_bytes():
@@ -287,9 +371,12 @@ def llc_bytes():
     return best or 32 << 20
 
 
-def measure_bandwidth(n_threads, repeats):
-    """Read and copy bandwidth in GB/s over float32 arrays 4x the last-level cache (>= 1 GiB)."""
+def measure_bandwidth(n_threads, repeats, quick=False):
+    """Read and copy bandwidth in GB/s over float32 arrays 4x the last-level cache (>= 1 GiB;
+    with quick, at most QUICK_PROBE_BYTES: seconds faster, a cache may lift the figures)."""
     n_bytes = max(4 * llc_bytes(), 1 << 30)
+    if quick:
+        n_bytes = min(4 * llc_bytes(), QUICK_PROBE_BYTES)
     src = np.ones(n_bytes // 4, dtype=np.float32)
     dst = np.zeros_like(src)  # touched: no first-write page faults inside the timing
     _kernels.bandwidth_copy(src, dst, n_threads)
@@ -301,6 +388,8 @@ def measure_bandwidth(n_threads, repeats):
 
 @dataclass
 class Row:
+    """One line of the report: an implementation's figures for one pass of one workload."""
+
     workload: str
     n_rows: int
     n_classes: int
@@ -314,9 +403,14 @@ class Row:
     extra_mib: float | None
     loss: float
     loss_check: str
+    # the spread of the timed calls: the fastest and the slowest
+    min_ms: float = field(default=float("nan"))
+    max_ms: float = field(default=float("nan"))
 
 
 def loss_check(loss, reference, dtype):
+    """"ok", or "MISMATCH rel <error>" when `loss` is off `reference` by more than the
+    dtype's bound (1e-4 in float32, 1e-10 in float64)."""
     rel = abs(loss - reference) / max(abs(reference), 1e-30)
     bound = 1e-4 if dtype == "float32" else 1e-10
     return "ok" if rel <= bound else f"MISMATCH rel {rel:.1e}"
@@ -345,6 +439,7 @@ class Progress:
 
 
 def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
+    """Time every implementation's passes over one workload; returns its Rows."""
     logits, target = make_inputs(workload)
     rows = []
     for pass_name in PASSES:
@@ -357,7 +452,8 @@ def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
                 progress.step(f"{workload.label} {pass_name}: {label}")
                 calls[variant]()  # warm-up: JIT compilation, first-touch page faults
                 loss, extra = peak_extra_bytes(calls[variant])
-                seconds = median_seconds(calls[variant], repeats)
+                times = timed_seconds(calls[variant], repeats)
+                seconds = float(np.median(times))
                 if xentc_s is None:
                     xentc_s, xentc_loss = seconds, loss
                 moved = workload.logits_bytes * (1 if pass_name == "forward" else 2)
@@ -367,7 +463,8 @@ def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
                     workload.label, workload.n_rows, workload.n_classes, workload.dtype,
                     pass_name, label, seconds * 1e3, gbs, gbs / limit, seconds / xentc_s,
                     None if extra is None else extra / 2**20, loss,
-                    loss_check(loss, xentc_loss, workload.dtype)))
+                    loss_check(loss, xentc_loss, workload.dtype),
+                    min(times) * 1e3, max(times) * 1e3))
             del calls
     return rows
 
@@ -389,6 +486,8 @@ TORCH_STEP_IMPLS = [
 
 @dataclass
 class TorchStepRow:
+    """One line of the torch training step table."""
+
     workload: str
     dtype: str
     impl: str
@@ -400,6 +499,7 @@ class TorchStepRow:
 
 
 def torch_step_dtypes():
+    """The logits dtypes of the torch training step table."""
     return ["float32", "bfloat16"]
 
 
@@ -481,6 +581,7 @@ def torch_step_rows(workload, n_threads, repeats, progress=None):
 
 
 def format_torch_step(rows, markdown=False):
+    """The torch training step table as text (aligned columns) or Markdown."""
     head = ["workload", "dtype", "impl", "median ms", "vs torch", "extra MiB",
             "loss check (vs float64)"]
     body = [[r.workload, r.dtype, r.impl, f"{r.median_ms:.1f}", f"{r.vs_torch:.2f}x",
@@ -495,6 +596,7 @@ def format_torch_step(rows, markdown=False):
 
 
 def machine_info(n_threads):
+    """What ran where: the CPU, cores, threads, kernels, OpenMP and the packages' versions."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -515,12 +617,14 @@ def machine_info(n_threads):
 
 
 def format_table(rows, markdown=False):
-    head = ["workload", "pass", "impl", "median ms", "GB/s", "% of bw", "vs xentc",
+    """The main table as text (aligned columns) or Markdown."""
+    head = ["workload", "pass", "impl", "median ms", "range ms", "GB/s", "% of bw", "vs xentc",
             "extra MiB", "loss check"]
     body = []
     for r in rows:
         extra = "n/a" if r.extra_mib is None else f"{r.extra_mib:.0f}"
-        body.append([r.workload, r.pass_name, r.impl, f"{r.median_ms:.1f}", f"{r.gbs:.2f}",
+        body.append([r.workload, r.pass_name, r.impl, f"{r.median_ms:.1f}",
+                     f"{r.min_ms:.1f}-{r.max_ms:.1f}", f"{r.gbs:.2f}",
                      f"{100 * r.bandwidth_fraction:.1f}%", f"{r.vs_xentc:.2f}x", extra,
                      r.loss_check])
     if markdown:
@@ -534,14 +638,13 @@ def format_table(rows, markdown=False):
 
 
 def plot(rows, bandwidth, path):
-    try:
-        import matplotlib
+    """GB/s against the class count for each implementation and pass, with the measured
+    bandwidth as a line, saved as an image (matplotlib)."""
+    import matplotlib  # main() checked before the run that it imports
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print(f"--plot: matplotlib is not installed; {path} not written", file=sys.stderr)
-        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     # one colour per implementation in both panels (forward has no "xentc out=" line)
     impls = list(dict.fromkeys(r.impl for r in rows))
@@ -565,7 +668,101 @@ def plot(rows, bandwidth, path):
     fig.savefig(path, dpi=120)
 
 
+def markdown_report(rows, step_rows, info, bandwidth, argv, contention):
+    """The tables as Markdown, after a paragraph saying what ran where (docs/performance.md
+    includes this file, written by `make bench-docs`)."""
+    versions = ", ".join(f"{name} {info[name]}" for name in
+                         ("python", "numpy", "torch", "jax", "scikit-learn") if name in info)
+    command = " ".join(["python -m xentc.bench", *argv]).strip()
+    lines = [
+        f"xentc {info['xentc']}, `{command}`, {time.strftime('%Y-%m-%d', time.gmtime())}: "
+        f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads, kernels: "
+        f"{info['kernels']}, OpenMP {info['openmp']}; {versions}. Bandwidth at "
+        f"{info['threads']} threads: read {bandwidth['read_gbs']:.1f} GB/s, copy "
+        f"{bandwidth['copy_gbs']:.1f} GB/s."]
+    lines[0] += _contention_sentence(contention)
+    lines[0] = _wrap(lines[0])
+    lines += ["", format_table(rows, markdown=True)]
+    if step_rows:
+        lines += ["", format_torch_step(step_rows, markdown=True)]
+    return "\n".join(lines) + "\n"
+
+
+# The README's benchmark summary sits between these lines; `--readme FILE` rewrites what is
+# between them (make bench-docs), so that the front page's figures are never typed by hand.
+README_BEGIN = ("<!-- benchmark summary: written by make bench-docs "
+                "(python -m xentc.bench --readme) -->")
+README_END = "<!-- end of benchmark summary -->"
+SUMMARY_PEERS = (("jax", "JAX"), ("torch", "torch"), ("numpy", "NumPy"))
+
+
+def _wrap(paragraph):
+    """A Markdown paragraph wrapped at 100 columns (the repository's line length)."""
+    return textwrap.fill(paragraph, width=100, break_long_words=False, break_on_hyphens=False)
+
+
+def _contention_sentence(contention):
+    """How much other processes used the CPU during the run, as a sentence for the docs."""
+    warning = contention_warning(contention) if contention else None
+    if warning:
+        return " " + warning[0].upper() + warning[1:]
+    if contention and contention.get("other_cores") is not None:
+        return (f" Other processes kept {contention['other_cores']:.2f} cores busy on average "
+                "during the run.")
+    return ""
+
+
+def readme_summary(rows, info, bandwidth, contention=None):
+    """The README's summary: one line per workload, xentc's forward and loss + gradient (out=)
+    with their share of the bandwidth, and the peers' loss + gradient times."""
+    by_key = {(r.workload, r.pass_name, r.impl): r for r in rows}
+    workloads = list(dict.fromkeys((r.workload, r.n_rows, r.n_classes, r.dtype) for r in rows))
+    peers = [(impl, name) for impl, name in SUMMARY_PEERS
+             if any(r.impl == impl for r in rows)]
+    versions = ", ".join(f"{label} {info[key]}" for key, label in (
+        ("python", "Python"), ("numpy", "NumPy"), ("torch", "torch"), ("jax", "JAX"),
+        ("xentc", "xentc")) if key in info)
+    lines = [
+        f"Median time of one call, float32 unless noted, {info['threads']} threads; `% bw` is "
+        "the share of the machine's bandwidth measured in the same run (read bandwidth for the "
+        "forward pass, copy bandwidth for loss + gradient). Run on "
+        f"{time.strftime('%Y-%m-%d', time.gmtime())} on {info['cpu']} ({info['cores']} cores, "
+        f"kernels: {info['kernels']}), {versions}; read {bandwidth['read_gbs']:.1f} GB/s, copy "
+        f"{bandwidth['copy_gbs']:.1f} GB/s." + _contention_sentence(contention),
+        "",
+        "| logits (N, C) | xentc forward | xentc loss + grad, `out=` | "
+        + " | ".join(f"{name} loss + grad" for _, name in peers) + " |",
+        "|---|---|---|" + "---|" * len(peers),
+    ]
+
+    def xentc_cell(row):
+        if row is None:
+            return "n/a"
+        return f"{row.median_ms:.1f} ms ({100 * row.bandwidth_fraction:.0f} % bw)"
+
+    for label, n_rows, n_classes, dtype in workloads:
+        shape = f"({n_rows}, {n_classes})" + ("" if dtype == "float32" else f" {dtype}")
+        cells = [shape, xentc_cell(by_key.get((label, "forward", "xentc"))),
+                 xentc_cell(by_key.get((label, "loss+grad", "xentc out=")))]
+        for impl, _ in peers:
+            row = by_key.get((label, "loss+grad", impl))
+            cells.append("n/a" if row is None else f"{row.median_ms:.1f} ms")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines[0] = _wrap(lines[0])
+    return "\n".join(lines) + "\n"
+
+
+def replace_readme_summary(text, summary):
+    """`text` (a README) with what lies between README_BEGIN and README_END replaced."""
+    begin, end = text.find(README_BEGIN), text.find(README_END)
+    if begin < 0 or end < begin:
+        raise ValueError(f"--readme: the file has no {README_BEGIN!r} ... {README_END!r} block")
+    start = begin + len(README_BEGIN)
+    return text[:start] + "\n" + summary + text[end:]
+
+
 def parse_workload(text):
+    """A --workload argument, "N,C" or "N,C,dtype", as a Workload."""
     parts = text.split(",")
     if len(parts) not in (2, 3):
         raise argparse.ArgumentTypeError(f"--workload must be N,C or N,C,dtype; got {text!r}")
@@ -580,6 +777,28 @@ def parse_workload(text):
 
 
 def main(argv=None):
+    """Run the benchmark report (``python -m xentc.bench``, ``xentc-bench``, ``make bench``).
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The command-line arguments (None: ``sys.argv[1:]``); ``--help`` lists them.
+
+    Returns
+    -------
+    int
+        0 (the exit status); argument errors exit with status 2 before anything runs.
+
+    Examples
+    --------
+    A small run with one workload and NumPy as the only peer (tables printed, nothing written):
+
+    >>> from xentc import bench
+    >>> bench.main(["--only", "--workload", "64,100", "--peers", "numpy", "--repeats", "3",
+    ...             "--threads", "1", "--no-torch-step", "--quick"])  # doctest: +ELLIPSIS
+    xentc ... benchmark: ...
+    0
+    """
     parser = argparse.ArgumentParser(
         prog="python -m xentc.bench", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -599,6 +818,8 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="plot GB/s against C (matplotlib)")
     parser.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
+    parser.add_argument("--readme", metavar="README.md",
+                        help="rewrite the benchmark summary block of this README")
     parser.add_argument("--no-torch-step", action="store_true",
                         help="leave out the torch training step section")
     parser.add_argument("--torch-step-case", help=argparse.SUPPRESS)  # one case, in a subprocess
@@ -606,6 +827,15 @@ def main(argv=None):
     if args.torch_step_case:
         print(json.dumps(torch_step_case(json.loads(args.torch_step_case))))
         return 0
+    if args.readme:
+        # a README without the block fails now, not after the run
+        with open(args.readme) as f:
+            replace_readme_summary(f.read(), "")
+    if args.plot and not _importable("matplotlib"):
+        # before the run, not after minutes of it
+        parser.error("--plot needs matplotlib: pip install '.[plot]' from a checkout (or "
+                     "pip install matplotlib)")
+    watch = CpuWatch()
 
     n_threads = check_n_threads(args.threads)
     map_large_allocations()
@@ -627,10 +857,11 @@ def main(argv=None):
         f"{name} {info.get('scikit-learn' if name == 'sklearn' else name, '')} "
         f"({IMPLEMENTATIONS[name][2]})".replace("  ", " ") for name in impls if name != "xentc")
         + "".join(f"; {name} skipped: {why}" for name, why in skipped.items()))
-    bandwidth = measure_bandwidth(n_threads, args.repeats)
-    print(f"bandwidth at {n_threads} threads over {bandwidth['array_bytes'] / 2**30:.1f} GiB "
+    bandwidth = measure_bandwidth(n_threads, args.repeats, quick=args.quick)
+    print(f"bandwidth at {n_threads} threads over {bandwidth['array_bytes'] / 2**30:.2f} GiB "
           f"arrays: read {bandwidth['read_gbs']:.1f} GB/s, copy {bandwidth['copy_gbs']:.1f} GB/s "
-          f"(bytes read + bytes written)")
+          f"(bytes read + bytes written)"
+          + ("; --quick: a smaller probe, indicative only" if args.quick else ""))
 
     # each impl once per pass, plus xentc's out= variant of loss+grad
     progress = Progress(len(workloads) * (len(PASSES) * len(impls) + 1))
@@ -642,8 +873,9 @@ def main(argv=None):
     print()
     print(format_table(rows))
     print("\nGB/s: minimum bytes moved / median time. % of bw: of read (forward) or copy "
-          "(loss+grad) bandwidth above. vs xentc: time / xentc's time. extra MiB: peak resident "
-          "memory added by one call, returned gradient included.")
+          "(loss+grad) bandwidth above. range ms: the fastest and slowest timed call. vs xentc: "
+          "time / xentc's time. extra MiB: peak resident memory added by one call, returned "
+          "gradient included.")
     mismatches = [r for r in rows if r.loss_check != "ok"]
     if mismatches:
         print(f"{len(mismatches)} loss mismatch(es) against xentc: see the 'loss check' column.")
@@ -652,7 +884,8 @@ def main(argv=None):
     if args.no_torch_step:
         why = "--no-torch-step"
     elif "torch" not in impls and not _importable("torch"):
-        why = "torch is not installed (pip install 'xentc[torch]', the CPU build of torch)"
+        why = ("torch is not installed (install the CPU build of torch first, then "
+               "pip install '.[torch]' from a checkout: see docs/install.md)")
     else:
         why = None
         step_workload = quick(TORCH_STEP_WORKLOAD) if args.quick else TORCH_STEP_WORKLOAD
@@ -671,16 +904,29 @@ def main(argv=None):
               "shows there, the returned gradient included.")
         if any(r.loss_check != "ok" for r in step_rows):
             print("loss mismatch against torch: see the 'loss check' column.")
+    contention = watch.stop()
+    warning = contention_warning(contention)
+    if warning:
+        print("\n" + warning)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "bandwidth": bandwidth,
                        "rows": [asdict(r) for r in rows],
-                       "torch_step": [asdict(r) for r in step_rows]}, f, indent=2)
+                       "torch_step": [asdict(r) for r in step_rows],
+                       "other_processes": contention}, f, indent=2)
     if args.markdown:
+        shown = list(argv if argv is not None else sys.argv[1:])
+        for option in ("--markdown", "--readme"):  # the output paths say nothing about the run
+            if option in shown:
+                k = shown.index(option)
+                del shown[k:k + 2]
         with open(args.markdown, "w") as f:
-            f.write(format_table(rows, markdown=True) + "\n")
-            if step_rows:
-                f.write("\n" + format_torch_step(step_rows, markdown=True) + "\n")
+            f.write(markdown_report(rows, step_rows, info, bandwidth, shown, contention))
+    if args.readme:
+        with open(args.readme) as f:
+            text = f.read()
+        with open(args.readme, "w") as f:
+            f.write(replace_readme_summary(text, readme_summary(rows, info, bandwidth, contention)))
     if args.plot:
         plot(rows, bandwidth, args.plot)
     return 0

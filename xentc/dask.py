@@ -1,4 +1,4 @@
-"""xentc over dask.array: the core API's cross-entropy for arrays chunked by rows.
+"""xentc over dask.array: the core API's cross-entropy for arrays chunked by rows::
 
     import xentc.dask
     loss = xentc.dask.cross_entropy(logits, target)                 # a lazy 0-d dask array
@@ -350,13 +350,52 @@ def _class_chunked(logits, c, options, return_lse, with_grad):
 def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
                   reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
                   logit_scale=1.0, return_lse=False, n_threads=None):
-    """xentc.cross_entropy for dask arrays (and NumPy arrays mixed in).
+    """`xentc.cross_entropy` for dask arrays (and NumPy arrays mixed in), lazily.
 
-    logits: a dask array of shape (..., C), chunked along the leading axes any way. target,
-    weight, sample_weight: dask or NumPy arrays, rechunked to the logits' blocks of rows.
-    Returns lazy dask arrays: the row losses for 'none', a 0-d float64 array for 'mean'/'sum';
-    (loss, lse) with return_lse=True. n_threads applies to each block's kernel. softcap and
-    logit_scale as in the core API, for logits in one chunk along the classes.
+    Each block of rows runs the core kernels in its own task. Partial sums add over a tree fixed
+    by the chunking, so a result is bitwise the same on every scheduler and worker count.
+
+    Parameters
+    ----------
+    logits : dask.array.Array or array_like, shape (..., C)
+        Chunked along the leading axes any way. Chunks along the classes run as vocabulary
+        shards (without `softcap`, `logit_scale` or 16-bit logits).
+    target, weight, sample_weight : dask.array.Array or array_like
+        As for `xentc.cross_entropy`; rechunked to the logits' blocks of rows.
+    ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale, return_lse
+        As for `xentc.cross_entropy`.
+    n_threads : int, optional
+        Threads for each block's kernel; None follows ``OMP_NUM_THREADS`` (which
+        ``dask.distributed`` sets to 1 in the workers it starts).
+
+    Returns
+    -------
+    loss : dask.array.Array
+        The row losses for ``'none'`` (chunked like the logits' rows); a 0-d float64 array for
+        ``'mean'`` and ``'sum'``.
+    lse : dask.array.Array
+        Only with ``return_lse=True``: each row's log-sum-exp.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `xentc.cross_entropy`: kind, dtype and shape errors when the graph is built, value
+        errors (target indices, sample weights) when the blocks run. Also a dask input with
+        unknown chunk sizes (ValueError).
+    NotImplementedError
+        Logits chunked along the classes with `softcap`, `logit_scale` or 16-bit logits.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import xentc, xentc.dask
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.standard_normal((1000, 50))
+    >>> y = rng.integers(0, 50, size=1000)
+    >>> loss = xentc.dask.cross_entropy(da.from_array(z, chunks=(250, -1)), y)
+    >>> bool(np.isclose(loss.compute(), xentc.cross_entropy(z, y)))
+    True
     """
     return _run(logits, target, weight=weight, sample_weight=sample_weight,
                 ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
@@ -368,11 +407,46 @@ def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
                             ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
                             softcap=None, logit_scale=1.0, return_lse=False, n_threads=None,
                             grad_output=None):
-    """xentc.cross_entropy_with_grad for dask arrays: (loss, grad) or (loss, lse, grad), lazy.
+    """`xentc.cross_entropy_with_grad` for dask arrays, lazily.
 
-    grad is chunked like the logits; grad_output is a scalar (Python, NumPy or a 0-d dask array)
-    or, for 'none', an array of shape logits.shape[:-1]. There is no out=: write the gradient
-    with dask.array.store (to_npy writes it into a .npy file on disk).
+    Parameters
+    ----------
+    logits, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss
+        As for `cross_entropy`.
+    softcap, logit_scale, return_lse, n_threads
+        As for `cross_entropy`.
+    grad_output : float, array_like or dask.array.Array, optional
+        A scalar (Python, NumPy or a 0-d dask array) or, for ``'none'``, an array of shape
+        ``logits.shape[:-1]``, as in `xentc.cross_entropy_with_grad`.
+
+    Returns
+    -------
+    loss : dask.array.Array
+        As `cross_entropy` returns it.
+    lse : dask.array.Array
+        Only with ``return_lse=True``.
+    grad : dask.array.Array
+        The gradient, chunked like the logits. There is no ``out=``: store it with
+        ``dask.array.store``, or into a ``.npy`` file with `to_npy`.
+
+    Raises
+    ------
+    TypeError, ValueError, NotImplementedError
+        As `cross_entropy`; also `grad_output` of the wrong kind or shape.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import xentc, xentc.dask
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.standard_normal((1000, 50))
+    >>> y = rng.integers(0, 50, size=1000)
+    >>> loss, grad = xentc.dask.cross_entropy_with_grad(da.from_array(z, chunks=(250, -1)), y)
+    >>> grad.chunks
+    ((250, 250, 250, 250), (50,))
+    >>> np.allclose(grad.compute(), xentc.cross_entropy_with_grad(z, y)[1])
+    True
     """
     return _run(logits, target, weight=weight, sample_weight=sample_weight,
                 ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
@@ -384,11 +458,42 @@ def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
 
 
 class NpyFile:
-    """A .npy file on disk as an array-like for dask.array.from_array and dask.array.store.
+    """A ``.npy`` file on disk as an array-like for ``dask.array.from_array`` and
+    ``dask.array.store``.
 
-    Each read or write maps the file anew in the process that runs it (np.load with mmap_mode),
-    so that a task holds only its own block and pickling this object ships only the path. Reads
-    return views of the mapping (no copy); the core API reads memory-mapped logits in place.
+    Each read or write maps the file anew in the process that runs it (``np.load`` with
+    ``mmap_mode``), so that a task holds only its own block and pickling this object ships only
+    the path. Reads return views of the mapping (no copy); the core API reads memory-mapped
+    logits in place. `from_npy` and `to_npy` use it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An existing ``.npy`` file.
+    mode : {'r', 'r+'}, default 'r'
+        Read-only, or read and write (``__setitem__``).
+
+    Attributes
+    ----------
+    path : str
+    mode : str
+    shape : tuple
+    dtype : numpy.dtype
+    ndim : int
+
+    Raises
+    ------
+    ValueError
+        An unknown `mode`; a write through a read-only ``NpyFile``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from xentc.dask import NpyFile
+    >>> np.save("x.npy", np.arange(6.0).reshape(2, 3))
+    >>> f = NpyFile("x.npy")
+    >>> f.shape, f.dtype, f[1]
+    ((2, 3), dtype('float64'), memmap([3., 4., 5.]))
     """
 
     def __init__(self, path, mode="r"):
@@ -425,10 +530,30 @@ class NpyFile:
 
 
 def from_npy(path, chunks=None):
-    """A dask array over a .npy file, read lazily: each task maps the file and reads its block.
+    """A dask array over a ``.npy`` file, read lazily: each task maps the file and reads its
+    own block, so a graph carries the path, never the data.
 
-    chunks: as dask.array.from_array takes them; None chunks the leading axes ("auto", dask's
-    default block size) and keeps each row's classes in one block.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy`` file.
+    chunks : optional
+        As ``dask.array.from_array`` takes them. None chunks the leading axes ``"auto"``
+        (dask's default block size) and keeps each row's classes in one block.
+
+    Returns
+    -------
+    dask.array.Array
+        The file's shape and dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc.dask
+    >>> np.save("logits.npy", np.zeros((100, 10), dtype=np.float32))
+    >>> x = xentc.dask.from_npy("logits.npy", chunks=(25, -1))
+    >>> x.shape, x.chunks[0]
+    ((100, 10), (25, 25, 25, 25))
     """
     source = NpyFile(path)
     if chunks is None:
@@ -439,9 +564,36 @@ def from_npy(path, chunks=None):
 
 
 def to_npy(x, path, *, compute=True, **store_kwargs):
-    """Write a dask array to a new .npy file at `path` through dask.array.store: each task maps
-    the file and writes its own block (blocks are disjoint regions, so no lock is needed).
-    compute=False returns the store's lazy result instead (see dask.array.store)."""
+    """Write a dask array into a new ``.npy`` file through ``dask.array.store``.
+
+    The file is created (or replaced) first; then each task maps it and writes its own block
+    (blocks are disjoint regions, so no lock is needed).
+
+    Parameters
+    ----------
+    x : dask.array.Array
+        What to write.
+    path : str or os.PathLike
+        The ``.npy`` file to create.
+    compute : bool, default True
+        False returns the store's lazy result instead (see ``dask.array.store``).
+    **store_kwargs
+        Passed on to ``dask.array.store`` (``lock`` defaults to False).
+
+    Returns
+    -------
+    None or dask.delayed.Delayed
+        What ``dask.array.store`` returns.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import xentc.dask
+    >>> xentc.dask.to_npy(da.ones((8, 4), chunks=(2, 4)), "ones.npy")
+    >>> float(np.load("ones.npy").sum())
+    32.0
+    """
     fresh = np.lib.format.open_memmap(os.fspath(path), mode="w+", dtype=x.dtype, shape=x.shape)
     del fresh
     store_kwargs.setdefault("lock", False)
@@ -467,15 +619,48 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None
                          sample_weight=None, ignore_index=-100, reduction="mean",
                          label_smoothing=0.0, z_loss=0.0, softcap=None, logit_scale=1.0,
                          chunk_bytes=None, n_threads=None):
-    """xentc.linear_cross_entropy for hidden states chunked by rows (a corpus larger than
-    memory, from_npy): the per-token loss ('none', lazy, chunked like hidden's rows) or the
-    'mean' / 'sum' as a lazy 0-d float64 array.
+    """`xentc.linear_cross_entropy` for hidden states chunked by rows.
 
-    hidden: a dask (or NumPy) array of shape (..., D), rows in any chunks (D is made one chunk).
-    weight (V, D), bias, class_weight: NumPy or dask arrays, each put in the graph as ONE block
-    that every task reads, so a distributed scheduler sends them to each worker once. target,
-    sample_weight: as in cross_entropy, rechunked to hidden's rows. The sums over blocks follow
-    cross_entropy's fixed tree, so the result does not depend on the scheduler.
+    A corpus larger than memory (`from_npy`) scored without its N x V logits: each block of rows
+    runs `xentc.linear_cross_entropy`; ``'mean'`` and ``'sum'`` add the blocks' sums over the
+    same fixed tree as `cross_entropy`, so the result does not depend on the scheduler.
+
+    Parameters
+    ----------
+    hidden : dask.array.Array or array_like, shape (..., D)
+        Rows in any chunks (D is made one chunk).
+    weight, bias, class_weight : array_like or dask.array.Array
+        As in `xentc.linear_cross_entropy`; each is put in the graph as ONE block that every
+        task reads, so a distributed scheduler sends it to each worker once.
+    target, sample_weight : array_like or dask.array.Array
+        As in `xentc.linear_cross_entropy`, rechunked to `hidden`'s rows.
+    ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale, chunk_bytes, n_threads
+        As in `xentc.linear_cross_entropy` (`chunk_bytes` and `n_threads` apply in each block).
+
+    Returns
+    -------
+    loss : dask.array.Array
+        Lazy: the row losses (``'none'``, chunked like `hidden`'s rows) or a 0-d float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Dtypes and shapes as `xentc.linear_cross_entropy`, when the graph is built; values
+        (target indices, sample weights) when a block runs.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> import numpy as np
+    >>> import xentc, xentc.dask
+    >>> rng = np.random.default_rng(0)
+    >>> hidden = da.from_array(rng.standard_normal((40, 8)), chunks=(10, 8))
+    >>> weight = rng.standard_normal((50, 8))
+    >>> target = rng.integers(0, 50, 40)
+    >>> loss = xentc.dask.linear_cross_entropy(hidden, weight, target)
+    >>> want = xentc.linear_cross_entropy(hidden.compute(), weight, target)
+    >>> bool(np.isclose(loss.compute(), want))
+    True
     """
     hidden, h_dtype, h_shape = _meta(hidden, "hidden")
     weight, w_dtype, w_shape = _meta(weight, "weight")
