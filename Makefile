@@ -6,7 +6,7 @@ OUTSIDE = cd "$${TMPDIR:-/tmp}" &&
 # than skips). TEST_EXTRAS=test runs the suite without dask.
 TEST_EXTRAS ?= test,dask
 
-# Hardening (README, "Hardening"): the sanitizer build lives in its own environment, outside
+# Hardening (CONTRIBUTING.md, "Hardening"): the sanitizer build lives in its own environment, outside
 # the checkout; FUZZ_SECONDS is the length of `make fuzz`.
 SANITIZE_VENV ?= $(CURDIR)/../venv-asan
 FUZZ_SECONDS ?= 600
