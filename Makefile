@@ -69,6 +69,12 @@ wheel:  ## build the sdist and a wheel into dist/, then repair the wheel into wh
 
 # The documentation (CONTRIBUTING.md, "Documentation"): autodoc imports the installed xentc, so
 # sphinx-build runs from outside the checkout; -W: a warning fails the build.
+.PHONY: lint
+lint:  ## install the lint extra; ruff over the Python, mypy over the package
+	$(PYTHON) -m pip install ".[lint]"
+	$(PYTHON) -m ruff check xentc tests bench tools setup.py
+	$(PYTHON) -m mypy
+
 .PHONY: docs bench-docs
 docs:  ## install xentc and its docs extra, then build the docs into build/docs (warnings are errors)
 	$(PYTHON) -m pip install ".[docs]"

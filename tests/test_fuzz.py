@@ -268,7 +268,7 @@ def make_logits(case, for_rows):
             values = values.astype(np.float16)
     if dtype.kind in "iub":
         values = np.nan_to_num(values, nan=0, posinf=1, neginf=-1).clip(-100, 100)
-    if dtype == object:  # numpy keeps no objects in a raw buffer
+    if dtype.kind == "O":  # numpy keeps no objects in a raw buffer
         arr = values.astype(object)
     else:
         layout = random_layout(rng, shape, dtype.itemsize, allow_zero=True, allow_misalign=True)
@@ -345,8 +345,8 @@ def make_target(case, arr, native):
         t = place(case.rng, case.bufs, lead, dtype, fill=np.asarray(values).astype(dtype),
                   **random_layout(rng, lead, dtype.itemsize, allow_zero=False,
                                   allow_misalign=True))
-        if rng.random() < 0.06 and lead != lead + (1,):
-            t = np.zeros(lead + (1,), dtype=dtype)
+        if rng.random() < 0.06 and lead != (*lead, 1):
+            t = np.zeros((*lead, 1), dtype=dtype)
             case.bad("index target of logits' shape + (1,)")
         elif rng.random() < 0.04:
             t = np.zeros(arr.shape, dtype=dtype)
@@ -363,7 +363,7 @@ def make_target(case, arr, native):
     elif kind < 0.7 and c:
         # one-hot rows, set in place: np.eye(c) would be c * c doubles (12.8 GB at c = 40000)
         probs = np.zeros(arr.shape)
-        np.put_along_axis(probs, rng.integers(0, c, size=lead + (1,)), 1.0, axis=-1)
+        np.put_along_axis(probs, rng.integers(0, c, size=(*lead, 1)), 1.0, axis=-1)
     else:
         probs = rng.uniform(0, 1.5, size=arr.shape)  # not summing to 1: still defined
     if rng.random() < 0.15:
@@ -406,7 +406,7 @@ def make_options(case, arr, native, with_grad):
             kw["sample_weight"] = np.ones(lead, dtype=np.int32)
             case.bad("integer sample_weight")
         elif r < 0.1:
-            kw["sample_weight"] = np.ones(lead + (2,))
+            kw["sample_weight"] = np.ones((*lead, 2))
             case.bad("sample_weight of the wrong shape")
         else:
             s = rng.uniform(0, 2, lead)
@@ -483,7 +483,7 @@ def make_options(case, arr, native, with_grad):
             if reduction != "none" and lead != ():
                 case.bad(f"an array grad_output for reduction={reduction!r}")
         else:
-            kw["grad_output"] = [np.ones(lead + (3,)), "1", 1j, np.zeros(lead, np.complex64)][
+            kw["grad_output"] = [np.ones((*lead, 3)), "1", 1j, np.zeros(lead, np.complex64)][
                 int(rng.integers(4))]
             g = kw["grad_output"]
             bad_shape = isinstance(g, np.ndarray) and g.dtype.kind == "f"
@@ -544,7 +544,7 @@ def make_out(case, arr, native, target, kw):
         kind = int(rng.integers(6))
         case.bad(f"hostile out #{kind}")
         out = [lambda: np.empty(arr.shape, dtype=np.float32 if case.half else np.float16),
-               lambda: np.empty(arr.shape[:-1] + (arr.shape[-1] + 1,), dtype=native),
+               lambda: np.empty((*arr.shape[:-1], arr.shape[-1] + 1), dtype=native),
                lambda: np.empty(arr.shape, dtype=native)[...].view(),
                lambda: np.zeros(arr.shape, dtype=native).tolist(),
                lambda: np.broadcast_to(np.zeros(arr.shape[-1:], dtype=native), arr.shape),
@@ -645,7 +645,7 @@ def call(case, fn, *args, **kw):
         if case.expect == EITHER:
             case.notes.append(f"refused: {err}")
         return None
-    except Exception as err:  # the point of the test: only TypeError / ValueError
+    except Exception as err:  # noqa: BLE001 (the point of the test: only TypeError / ValueError)
         pytest.fail(f"raised {type(err).__name__}: {err}; {case}", pytrace=False)
     assert case.expect in (OK, EITHER), f"returned instead of raising; {case}"
     return result

@@ -3,8 +3,8 @@
     python tools/sanitize_run.py --python /work/venv-asan/bin/python -- -m pytest -q tests/...
 
 The interpreter named by --python must have xentc installed from `XENTC_SANITIZE=1 pip install .`
-(CONTRIBUTING.md, "Hardening"). The extension is linked against libasan, but CPython is not: the ASan
-runtime must come first in the process, so it is preloaded (LD_PRELOAD, the path gcc or clang
+(CONTRIBUTING.md, "Hardening"). The extension is linked against libasan, but CPython is not: the
+ASan runtime must come first in the process, so it is preloaded (LD_PRELOAD, the path gcc or clang
 prints for -print-file-name=libasan.so). The command then runs with
 
   PYTHONMALLOC=malloc   every Python object comes from malloc, so ASan sees overflows into them

@@ -4,11 +4,14 @@ Semantics: docs/semantics.md (the contract), with torch.nn.functional.cross_entr
 oracle (classes on the last axis); deviations from torch are listed there.
 """
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
 
 from . import _kernels
+from ._typing import ArrayLike, FloatArray, Loss, LossLse, Reduction
 from ._validate import (
     as_matrix,
     check_grad_output,
@@ -51,9 +54,11 @@ def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=No
     return loss, None if lse is None else lse.reshape(plan.lead_shape)
 
 
-def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
-                  logit_scale=1.0, return_lse=False, n_threads=None):
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+                  sample_weight: ArrayLike | None = None, ignore_index: int = -100,
+                  reduction: Reduction = "mean", label_smoothing: float = 0.0,
+                  z_loss: float = 0.0, softcap: float | None = None, logit_scale: float = 1.0,
+                  return_lse: bool = False, n_threads: int | None = None) -> Loss | LossLse:
     """Softmax cross-entropy of `logits` against `target`, classes on the last axis.
 
     The options follow ``torch.nn.functional.cross_entropy``; the formulas, the NaN and inf rules
@@ -143,10 +148,14 @@ def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_ind
     return (loss, lse) if return_lse else loss
 
 
-def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
-                            ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                            softcap=None, logit_scale=1.0, return_lse=False, n_threads=None,
-                            grad_output=None, out=None):
+def cross_entropy_with_grad(
+    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None, ignore_index: int = -100,
+    reduction: Reduction = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
+    softcap: float | None = None, logit_scale: float = 1.0, return_lse: bool = False,
+    n_threads: int | None = None, grad_output: ArrayLike | None = None,
+    out: np.ndarray | None = None,
+) -> tuple[Loss, np.ndarray] | tuple[Loss, FloatArray, np.ndarray]:
     """`cross_entropy` and its gradient with respect to the logits, in one fused pass.
 
     Parameters
@@ -283,7 +292,7 @@ def _grad_from_lse(logits, target, lse, *, weight=None, sample_weight=None, igno
     return grad
 
 
-def logsumexp(x, axis=-1):
+def logsumexp(x: ArrayLike, axis: int = -1) -> FloatArray:
     """``log(sum(exp(x), axis))``, as ``scipy.special.logsumexp``, without overflow.
 
     Parameters
@@ -338,7 +347,7 @@ def _softmax_family(x, axis, log_softmax):
     return out
 
 
-def softmax(x, axis=-1):
+def softmax(x: ArrayLike, axis: int = -1) -> FloatArray:
     """``exp(x) / sum(exp(x), axis)``, as ``scipy.special.softmax``.
 
     Parameters
@@ -371,7 +380,7 @@ def softmax(x, axis=-1):
     return _softmax_family(x, axis, False)
 
 
-def log_softmax(x, axis=-1):
+def log_softmax(x: ArrayLike, axis: int = -1) -> FloatArray:
     """``x - logsumexp(x, axis)``, as ``scipy.special.log_softmax``, accurate for large x.
 
     Parameters

@@ -138,7 +138,7 @@ def config():
     return facts
 
 
-def show_config():
+def show_config() -> None:
     """Print xentc's build and runtime configuration, like ``numpy.show_runtime()``.
 
     One line per fact: the versions of xentc, NumPy and Python; the compiler and flags the

@@ -26,11 +26,14 @@ weight and bias gradients accumulate in float32 (Liger's users saw training dive
 accumulated in bfloat16) and are rounded to the operands' dtype once, at the end.
 """
 
+from __future__ import annotations
+
 import math
 
 import numpy as np
 
 from . import _api
+from ._typing import ArrayLike, Loss, LossLse, Reduction
 from ._validate import (
     check_grad_output,
     half_kind,
@@ -221,10 +224,13 @@ def _run(problem, return_lse, grads=None, scale=1.0, row_scale=None):
     return loss, None if lse is None else lse.reshape(problem.lead_shape)
 
 
-def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
-                         sample_weight=None, ignore_index=-100, reduction="mean",
-                         label_smoothing=0.0, z_loss=0.0, softcap=None, logit_scale=1.0,
-                         return_lse=False, chunk_bytes=None, n_threads=None):
+def linear_cross_entropy(
+    hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *, bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None, sample_weight: ArrayLike | None = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    z_loss: float = 0.0, softcap: float | None = None, logit_scale: float = 1.0,
+    return_lse: bool = False, chunk_bytes: int | None = None, n_threads: int | None = None,
+) -> Loss | LossLse:
     """xentc.cross_entropy of ``hidden @ weight.T + bias`` without the N x V logits.
 
     The logits are made one chunk of rows at a time in one reused buffer of at most
@@ -293,11 +299,14 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None
     return (loss, lse) if return_lse else loss
 
 
-def linear_cross_entropy_with_grad(hidden, weight, target, *, bias=None, class_weight=None,
-                                   sample_weight=None, ignore_index=-100, reduction="mean",
-                                   label_smoothing=0.0, z_loss=0.0, softcap=None,
-                                   logit_scale=1.0, return_lse=False, grad_output=None,
-                                   chunk_bytes=None, n_threads=None):
+def linear_cross_entropy_with_grad(
+    hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *, bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None, sample_weight: ArrayLike | None = None,
+    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
+    z_loss: float = 0.0, softcap: float | None = None, logit_scale: float = 1.0,
+    return_lse: bool = False, grad_output: ArrayLike | None = None,
+    chunk_bytes: int | None = None, n_threads: int | None = None,
+) -> tuple:
     """`linear_cross_entropy` and its gradients with respect to `hidden`, `weight`, `bias`.
 
     Each chunk's gradient with respect to its logits is written over them and taken back

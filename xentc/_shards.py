@@ -24,11 +24,13 @@ shard's (the row's first max class), as the whole-row kernel does.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from . import _kernels
+from ._typing import ArrayLike, Reduction
 from ._validate import as_matrix, plan_combine, plan_shard, plan_shard_grad
 
 
@@ -158,8 +160,9 @@ class ShardTotals(NamedTuple):
     ignore_index: int
 
 
-def shard_stats(logits_block, target, *, class_offset, n_classes, weight=None, ignore_index=-100,
-                label_smoothing=0.0, n_threads=None):
+def shard_stats(logits_block: ArrayLike, target: ArrayLike, *, class_offset: int,
+                n_classes: int, weight: ArrayLike | None = None, ignore_index: int = -100,
+                label_smoothing: float = 0.0, n_threads: int | None = None) -> ShardStats:
     """Per-row statistics of one block of classes, for the vocabulary-parallel cross-entropy.
 
     The block holds classes ``[class_offset, class_offset + B)`` of `n_classes`. It is read
@@ -250,7 +253,8 @@ def shard_stats(logits_block, target, *, class_offset, n_classes, weight=None, i
         label_smoothing=plan.label_smoothing, ignore_index=plan.ignore_index)
 
 
-def combine_shards(stats, *, sample_weight=None, reduction="mean", z_loss=0.0):
+def combine_shards(stats: Sequence[ShardStats], *, sample_weight: ArrayLike | None = None,
+                   reduction: Reduction = "mean", z_loss: float = 0.0) -> ShardTotals:
     """Merge the statistics of every block of the same rows into the loss and what
     `shard_grad` needs.
 
@@ -325,6 +329,7 @@ def combine_shards(stats, *, sample_weight=None, reduction="mean", z_loss=0.0):
     row_scale = np.where(counted, 1.0 if sw is None else sw, 0.0)
     denominator = _denominator(first, sw, w_target)
     loss_sum = float(row_loss.sum())
+    loss: float | np.ndarray
     if reduction == "none":
         loss = row_loss.astype(first.dtype).reshape(first.lead_shape)
     elif reduction == "sum":
@@ -428,8 +433,10 @@ def _denominator(first, sw, w_target):
     return float((sw[counted] * w).sum())
 
 
-def shard_grad(logits_block, target, totals, *, class_offset, weight=None, grad_output=None,
-               out=None, n_threads=None):
+def shard_grad(logits_block: ArrayLike, target: ArrayLike, totals: ShardTotals, *,
+               class_offset: int, weight: ArrayLike | None = None,
+               grad_output: ArrayLike | None = None, out: np.ndarray | None = None,
+               n_threads: int | None = None) -> np.ndarray:
     """The gradient of the combined loss with respect to one block of logits.
 
     Parameters

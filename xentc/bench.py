@@ -288,7 +288,7 @@ def median_seconds(fn, repeats, budget_s=10.0):
     return float(np.median(timed_seconds(fn, repeats, budget_s)))
 
 
-# ---- other processes' use of the CPU during the run -----------------------------------------------
+# ---- other processes' use of the CPU during the run ----------------------------------------------
 
 _BUSY_FIELDS = (0, 1, 2, 5, 6, 7)  # user nice system irq softirq steal (guest is within user)
 

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import math
 import os
+from typing import Any
 
 import dask.array as da
 import numpy as np
 
 from . import _api, _linear
+from ._typing import Reduction
 from ._validate import (
     check_grad_output_meta,
     check_logits_meta,
@@ -347,9 +349,11 @@ def _class_chunked(logits, c, options, return_lse, with_grad):
 # ---- the public functions ----------------------------------------------------------------------
 
 
-def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
-                  logit_scale=1.0, return_lse=False, n_threads=None):
+def cross_entropy(logits: Any, target: Any, *, weight: Any = None, sample_weight: Any = None,
+                  ignore_index: int = -100, reduction: Reduction = "mean",
+                  label_smoothing: float = 0.0, z_loss: float = 0.0,
+                  softcap: float | None = None, logit_scale: float = 1.0,
+                  return_lse: bool = False, n_threads: int | None = None) -> Any:
     """`xentc.cross_entropy` for dask arrays (and NumPy arrays mixed in), lazily.
 
     Each block of rows runs the core kernels in its own task. Partial sums add over a tree fixed
@@ -403,10 +407,12 @@ def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_ind
                 softcap=softcap, logit_scale=logit_scale)
 
 
-def cross_entropy_with_grad(logits, target, *, weight=None, sample_weight=None,
-                            ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                            softcap=None, logit_scale=1.0, return_lse=False, n_threads=None,
-                            grad_output=None):
+def cross_entropy_with_grad(logits: Any, target: Any, *, weight: Any = None,
+                            sample_weight: Any = None, ignore_index: int = -100,
+                            reduction: Reduction = "mean", label_smoothing: float = 0.0,
+                            z_loss: float = 0.0, softcap: float | None = None,
+                            logit_scale: float = 1.0, return_lse: bool = False,
+                            n_threads: int | None = None, grad_output: Any = None) -> tuple:
     """`xentc.cross_entropy_with_grad` for dask arrays, lazily.
 
     Parameters
@@ -529,7 +535,7 @@ class NpyFile:
         return f"NpyFile({self.path!r}, shape={self.shape}, dtype={self.dtype})"
 
 
-def from_npy(path, chunks=None):
+def from_npy(path: str | os.PathLike, chunks: Any = None) -> da.Array:
     """A dask array over a ``.npy`` file, read lazily: each task maps the file and reads its
     own block, so a graph carries the path, never the data.
 
@@ -563,7 +569,7 @@ def from_npy(path, chunks=None):
     return da.from_array(source, chunks=chunks, asarray=True, lock=False, inline_array=True)
 
 
-def to_npy(x, path, *, compute=True, **store_kwargs):
+def to_npy(x: Any, path: str | os.PathLike, *, compute: bool = True, **store_kwargs: Any) -> Any:
     """Write a dask array into a new ``.npy`` file through ``dask.array.store``.
 
     The file is created (or replaced) first; then each task maps it and writes its own block
@@ -597,7 +603,10 @@ def to_npy(x, path, *, compute=True, **store_kwargs):
     fresh = np.lib.format.open_memmap(os.fspath(path), mode="w+", dtype=x.dtype, shape=x.shape)
     del fresh
     store_kwargs.setdefault("lock", False)
-    return da.store(x, NpyFile(path, mode="r+"), compute=compute, **store_kwargs)
+    # NpyFile is a target da.store writes into through __setitem__ (its documented protocol);
+    # dask's annotation names arrays only.
+    return da.store(x, NpyFile(path, mode="r+"), compute=compute,  # type: ignore[arg-type]
+                    **store_kwargs)
 
 
 # ---- fused linear + cross-entropy ---------------------------------------------------------------
@@ -615,10 +624,12 @@ def _block_linear(hidden, weight, bias, target, class_weight, sample_weight, *, 
     return np.full((1,) * (hidden.ndim - 1), loss, dtype=np.float64)
 
 
-def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
-                         sample_weight=None, ignore_index=-100, reduction="mean",
-                         label_smoothing=0.0, z_loss=0.0, softcap=None, logit_scale=1.0,
-                         chunk_bytes=None, n_threads=None):
+def linear_cross_entropy(hidden: Any, weight: Any, target: Any, *, bias: Any = None,
+                         class_weight: Any = None, sample_weight: Any = None,
+                         ignore_index: int = -100, reduction: Reduction = "mean",
+                         label_smoothing: float = 0.0, z_loss: float = 0.0,
+                         softcap: float | None = None, logit_scale: float = 1.0,
+                         chunk_bytes: int | None = None, n_threads: int | None = None) -> Any:
     """`xentc.linear_cross_entropy` for hidden states chunked by rows.
 
     A corpus larger than memory (`from_npy`) scored without its N x V logits: each block of rows
