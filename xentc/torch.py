@@ -306,29 +306,16 @@ def _prepare(input, target, weight, softcap, logit_scale):
     return z, u, t, w, z.shape[-1], index
 
 
-def _row_terms(u, t, w, n_classes, index, ignore_index, label_smoothing):
-    """(counted-row weight m w_y or 1, the mean's denominator D, row loss without z-loss, lse)."""
-    eps = label_smoothing
-    lse = torch.logsumexp(u, dim=-1)
-    neg_logp = lse.unsqueeze(-1) - u
-    if index:
-        counted = t != ignore_index
-        y = torch.where(counted, t, torch.zeros_like(t)).long()
-        wy = w[y] if w is not None else torch.ones_like(lse)
-        row_w = torch.where(counted, wy, torch.zeros_like(wy))
-        nll = neg_logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        loss = (1 - eps) * row_w * nll
-        if eps:
-            smooth = (neg_logp * w).sum(-1) if w is not None else neg_logp.sum(-1)
-            loss = loss + torch.where(counted, eps / n_classes * smooth, torch.zeros_like(smooth))
-        denominator = row_w.sum()
-    else:
-        tp = (1 - eps) * t + eps / n_classes if eps else t
-        wt = tp * w if w is not None else tp
-        loss = (neg_logp * wt).sum(-1)
-        row_w = torch.ones_like(lse)
-        denominator = torch.tensor(float(lse.numel()), dtype=lse.dtype)
-    return row_w, denominator, loss, lse
+def _row_weights(t, w, index, ignore_index, lead_shape, dtype):
+    """(each row's weight m_r w_y, or 1 for probabilities; the 'mean' denominator D): N-sized."""
+    if not index:
+        rows = torch.ones(lead_shape, dtype=dtype, device=t.device)
+        return rows, torch.tensor(float(rows.numel()), dtype=dtype)
+    counted = t != ignore_index
+    y = torch.where(counted, t, torch.zeros_like(t)).long()
+    wy = w[y] if w is not None else torch.ones(lead_shape, dtype=dtype, device=t.device)
+    row_w = torch.where(counted, wy, torch.zeros_like(wy))
+    return row_w, row_w.sum()
 
 
 def _reduce(rows, reduction, denominator):
@@ -342,8 +329,20 @@ def _loss_rows_torch(input, target, weight, ignore_index, reduction, label_smoot
                      softcap, logit_scale):
     """The loss in torch operations (for torch.func transforms): xentc's semantics."""
     _, u, t, w, n_classes, index = _prepare(input, target, weight, softcap, logit_scale)
-    row_w, denominator, loss, lse = _row_terms(u, t, w, n_classes, index, ignore_index,
-                                               label_smoothing)
+    eps = label_smoothing
+    row_w, denominator = _row_weights(t, w, index, ignore_index, u.shape[:-1], u.dtype)
+    lse = torch.logsumexp(u, dim=-1)
+    neg_logp = lse.unsqueeze(-1) - u
+    if index:
+        counted = t != ignore_index
+        y = torch.where(counted, t, torch.zeros_like(t)).long()
+        loss = (1 - eps) * row_w * neg_logp.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+        if eps:
+            smooth = (neg_logp * w).sum(-1) if w is not None else neg_logp.sum(-1)
+            loss = loss + torch.where(counted, eps / n_classes * smooth, torch.zeros_like(smooth))
+    else:
+        tp = (1 - eps) * t + eps / n_classes if eps else t
+        loss = (neg_logp * (tp * w if w is not None else tp)).sum(-1)
     if z_loss:
         loss = loss + z_loss * row_w * lse * lse
     return _reduce(loss, reduction, denominator)
@@ -352,32 +351,36 @@ def _loss_rows_torch(input, target, weight, ignore_index, reduction, label_smoot
 def _grads_torch(input, target, weight, grad_loss, ignore_index, reduction, label_smoothing,
                  z_loss, softcap, logit_scale, need_target=False):
     """(d loss / d input, d loss / d target or None) times grad_loss, in torch operations
-    (differentiable again; see the formulas above)."""
+    (differentiable again; see the formulas above). Written to keep the N x C temporaries few
+    (softmax, one product, the one-hot part as a scatter_add): this is the double-backward
+    path's forward, and at a language model's vocabulary each one is N x V."""
     _, u, t, w, n_classes, index = _prepare(input, target, weight, softcap, logit_scale)
     eps = label_smoothing
-    row_w, denominator, _, lse = _row_terms(u, t, w, n_classes, index, ignore_index, eps)
+    row_w, denominator = _row_weights(t, w, index, ignore_index, u.shape[:-1], u.dtype)
     p = torch.softmax(u, dim=-1)
     go = grad_loss.to(u.dtype)
     if reduction == "mean":
         go = torch.where(denominator != 0, go / denominator, torch.zeros_like(go))
-    scale = go.unsqueeze(-1) if reduction == "none" else go  # per row, or one number
+    scale = go if reduction == "none" else go.expand(u.shape[:-1])  # one per row
     if index:
-        counted = (t != ignore_index).unsqueeze(-1)
+        counted = (t != ignore_index).to(u.dtype)
         y = torch.where(t != ignore_index, t, torch.zeros_like(t)).long()
         w_total = w.sum() if w is not None else float(n_classes)
-        coef = (1 - eps) * row_w + (eps * w_total / n_classes) * counted.squeeze(-1).to(u.dtype)
-        onehot = torch.zeros_like(u).scatter_(-1, y.unsqueeze(-1), 1.0)
-        q = (1 - eps) * row_w.unsqueeze(-1) * onehot
-        if eps:
-            smooth = (w if w is not None else torch.ones_like(lse[..., None])) * (eps / n_classes)
-            q = q + torch.where(counted, smooth, torch.zeros_like(smooth))
+        coef = (1 - eps) * row_w + (eps / n_classes) * w_total * counted
     else:
         tp = (1 - eps) * t + eps / n_classes if eps else t
         q = tp * w if w is not None else tp
         coef = q.sum(-1)
     if z_loss:
-        coef = coef + 2 * z_loss * row_w * lse
-    g_u = (coef.unsqueeze(-1) * p - q) * scale
+        coef = coef + 2 * z_loss * row_w * torch.logsumexp(u, dim=-1)
+    g_u = p * (coef * scale).unsqueeze(-1)
+    if index:
+        if eps:
+            smooth = w if w is not None else torch.ones((), dtype=u.dtype)
+            g_u = g_u - (eps / n_classes) * smooth * (counted * scale).unsqueeze(-1)
+        g_u = g_u.scatter_add(-1, y.unsqueeze(-1), (-(1 - eps) * row_w * scale).unsqueeze(-1))
+    else:
+        g_u = g_u - q * scale.unsqueeze(-1)
     if softcap is not None:
         g_z = g_u * (logit_scale * (1 - (u / softcap) ** 2))
     else:
@@ -385,8 +388,8 @@ def _grads_torch(input, target, weight, grad_loss, ignore_index, reduction, labe
     g_input = _class_last_back(g_z.to(input.dtype), input.ndim)
     g_target = None
     if need_target and not index:
-        neg_logp = lse.unsqueeze(-1) - u
-        gt = (1 - eps) * neg_logp * scale
+        neg_logp = torch.logsumexp(u, dim=-1).unsqueeze(-1) - u
+        gt = (1 - eps) * neg_logp * scale.unsqueeze(-1)
         gt = gt * w if w is not None else gt
         g_target = _class_last_back(gt.to(target.dtype), target.ndim)
     return g_input, g_target
