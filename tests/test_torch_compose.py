@@ -322,6 +322,33 @@ def test_compile_probability_targets_and_module(fresh_dynamo):
 
 
 @_INDUCTOR_WARNING
+def test_compile_dynamic_shapes_extras_inplace_and_target_gradient(fresh_dynamo):
+    # dynamic batch sizes (one graph), the extra outputs, inplace_backward (made out-of-place
+    # under compile: docs/torch.md) and a probability target that requires grad
+    def step(z, t, p):
+        loss, z_loss, lse = xt.cross_entropy(z * 2.0, t, label_smoothing=0.1, z_loss=1e-2,
+                                             inplace_backward=True, return_z_loss=True,
+                                             return_lse=True)
+        soft = xt.cross_entropy(z.transpose(1, 2), p, label_smoothing=0.1)
+        return loss + soft, z_loss, lse
+
+    compiled = torch.compile(step, fullgraph=True, dynamic=True)
+    for n in (3, 5, 8):
+        gen = _seed("dynamic", n)
+        x = torch.randn(n, 4, 6, generator=gen, dtype=torch.float64)
+        t = torch.randint(0, 4, (n, 6), generator=gen)
+        p = torch.rand(n, 6, 4, generator=gen, dtype=torch.float64).softmax(-1)
+        results = []
+        for fn in (compiled, step):
+            a, b = x.clone().requires_grad_(True), p.clone().requires_grad_(True)
+            loss, z_loss, lse = fn(a, t, b)
+            loss.backward()
+            results.append((loss.detach(), z_loss, lse, a.grad, b.grad))
+        for u, v in zip(*results):
+            torch.testing.assert_close(u, v, rtol=1e-12, atol=1e-13, msg=f"n={n}")
+
+
+@_INDUCTOR_WARNING
 def test_compile_uses_the_fused_backward(monkeypatch, fresh_dynamo):
     calls = []
     real = _api._grad_from_lse
@@ -396,6 +423,20 @@ def test_return_z_loss_and_lse(kind, reduction):
     assert isinstance(only_z, tuple) and len(only_z) == 2
     only_lse = xt.cross_entropy(x, target, **opts, return_lse=True)
     torch.testing.assert_close(only_lse[1], lse, rtol=0, atol=0)
+
+
+def test_return_z_loss_and_lse_under_vmap():
+    x, target, opts = _case((4, 3, 6), "index", "all", "mean", requires_grad=False)
+    opts.pop("ignore_index")  # no sample with every row ignored
+
+    def per_sample(a, b):
+        return xt.cross_entropy(a, b, **opts, return_z_loss=True, return_lse=True)
+
+    loss, z_loss, lse = torch.func.vmap(per_sample)(x.transpose(1, 2), target)
+    for k in range(4):
+        ref = xt.cross_entropy(x[k].t(), target[k], **opts, return_z_loss=True, return_lse=True)
+        for a, b in zip((loss[k], z_loss[k], lse[k]), ref):
+            torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-13)
 
 
 def test_return_lse_float32_and_half():

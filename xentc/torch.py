@@ -544,8 +544,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
                                 float(logit_scale))
         if not (return_z_loss or return_lse):
             return loss
-        raise CrossEntropyError("return_z_loss / return_lse are not available under torch.func "
-                                "transforms; call without them")
+        u = _prepare(input, target, weight, softcap, float(logit_scale))[1]
+        return _extras(loss, torch.logsumexp(u, dim=-1), input, target, weight, reduction,
+                       float(z_loss), ignore_index, return_z_loss, return_lse)
     if inplace_backward and compiling:
         inplace_backward = False  # torch.compile: the gradient is a fresh tensor (docs/torch.md)
     if inplace_backward:
