@@ -29,6 +29,11 @@ from xentc import _api
 
 REDUCTIONS = ["mean", "sum", "none"]
 
+# inductor's CPU backend and torch.func's forward-mode decompositions still call torch.jit.script
+# internally (torch 2.13), which warns
+_INDUCTOR_WARNING = pytest.mark.filterwarnings(
+    r"ignore:`torch\.jit\.script(_method)?` is deprecated:DeprecationWarning")
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _two_threads():
@@ -240,6 +245,26 @@ def test_func_grad_and_jacrev(reduction):
         torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
 
 
+@_INDUCTOR_WARNING
+def test_forward_mode_jvp_hessian():
+    # forward-mode AD (dual tensors, torch.func.jvp) and the Hessian (jacfwd over jacrev).
+    # Fails on the old adapter: a dual tensor's tangent was silently dropped (None).
+    import torch.autograd.forward_ad as fwAD
+
+    x, target, opts = _case((4, 5), "index", "all", "mean", requires_grad=False)
+    v = torch.randn(x.shape, generator=_seed("jvp"), dtype=torch.float64)
+    ours = lambda z: xt.cross_entropy(z, target, **opts)
+    ref = lambda z: _torch_loss(z, target, **opts)
+    with fwAD.dual_level():
+        tangent = fwAD.unpack_dual(ours(fwAD.make_dual(x, v))).tangent
+    assert tangent is not None
+    torch.testing.assert_close(tangent, torch.func.jvp(ref, (x,), (v,))[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.func.jvp(ours, (x,), (v,))[1], tangent, rtol=1e-10,
+                               atol=1e-12)
+    torch.testing.assert_close(torch.func.hessian(ours)(x), torch.func.hessian(ref)(x),
+                               rtol=1e-10, atol=1e-12)
+
+
 def test_functional_call_per_sample_gradients():
     # the torch.func recipe for per-sample gradients of a model's parameters
     torch.manual_seed(1)
@@ -262,11 +287,6 @@ def test_functional_call_per_sample_gradients():
 
 
 # ---- (c) torch.compile ---------------------------------------------------------------------------
-
-
-# inductor's CPU backend still calls torch.jit.script_method internally (torch 2.13)
-_INDUCTOR_WARNING = pytest.mark.filterwarnings(
-    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
 
 @pytest.fixture

@@ -237,6 +237,12 @@ def _batched(t):
     return torch._C._functorch.is_functorch_wrapped_tensor(t)
 
 
+def _needs_torch_ops(t):
+    """A tensor the operator cannot take: torch.func-wrapped, or a forward-mode AD dual tensor
+    (the operator has no forward-mode formula; torch's operations do)."""
+    return _batched(t) or torch.autograd.forward_ad.unpack_dual(t).tangent is not None
+
+
 def _xent_autograd_backward(ctx, grad_loss, grad_lse):
     input, target, weight, lse = ctx.saved_tensors
     need_input, need_target = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -535,8 +541,9 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
         if weight.dtype in _HALF:
             weight = weight.float()  # C numbers, exactly; xentc reads floating NumPy dtypes
     compiling = torch.compiler.is_compiling()
-    if not compiling and any(_batched(t) for t in (input, target, weight) if t is not None):
-        # torch.func's vmap / grad / jacrev: the kernels cannot read a wrapped tensor
+    if not compiling and any(_needs_torch_ops(t) for t in (input, target, weight)
+                             if t is not None):
+        # torch.func's vmap / grad / jacrev / jvp, forward-mode AD: the closed form in torch ops
         if reduction not in ("none", "mean", "sum"):
             raise CrossEntropyError(f"{reduction} is not a valid value for reduction")
         loss = _loss_rows_torch(input, target, weight, ignore_index, reduction,
