@@ -190,6 +190,36 @@ def test_gradient_penalty_training_matches_torch():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["f16", "bf16"])
+def test_double_backward_16_bit(dtype):
+    # the differentiable path computes in float32 and hands the gradient back in the input's dtype
+    x, target, opts = _case((6, 9), "index", "all", "mean")
+    x16 = x.detach().to(dtype).requires_grad_(True)
+    key = ("16-bit", str(dtype))
+    g, gg = _penalty_grads(xt.cross_entropy, x16, target, opts, key)
+    ref_g, ref_gg = _penalty_grads(_torch_loss, x16.detach().double(), target, opts, key)
+    assert g.dtype == dtype
+    ulp = 2.0**-8 if dtype == torch.bfloat16 else 2.0**-11
+    torch.testing.assert_close(g.double(), ref_g, rtol=2 * ulp, atol=1e-3)
+    torch.testing.assert_close(gg.double(), ref_gg, rtol=4 * ulp, atol=1e-2)
+
+
+def test_autocast_and_inference_mode():
+    # under CPU autocast the projection's logits are bfloat16; the loss comes back in float32
+    lin = torch.nn.Linear(8, 11)
+    gen = _seed("autocast")
+    feats, y = torch.randn(6, 8, generator=gen), torch.randint(0, 11, (6,), generator=gen)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, ref = xt.cross_entropy(lin(feats), y), F.cross_entropy(lin(feats), y)
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=1e-6)
+    ours.backward()
+    assert lin.weight.grad is not None and lin.weight.grad.dtype == torch.float32
+    with torch.inference_mode():
+        y8 = y % 8
+        torch.testing.assert_close(xt.cross_entropy(feats, y8), F.cross_entropy(feats, y8))
+
+
 def test_first_order_backward_stays_fused(monkeypatch):
     # The plain backward runs the kernel's backward mode (from the kept lse), the differentiable
     # path only when create_graph asks for it.
