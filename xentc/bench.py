@@ -525,8 +525,10 @@ def torch_step_case(spec):
 
     def inputs(n_rows, n_classes):
         logits, target = make_inputs(Workload(n_rows, n_classes))
-        x = torch.from_numpy(logits).to(dtype).requires_grad_(True)
-        return x, torch.from_numpy(target)
+        # the logits as a layer's output (a non-leaf), as in training: inplace_backward refuses
+        # a leaf that requires grad (its data would become its gradient)
+        leaf = torch.from_numpy(logits).to(dtype).requires_grad_(True)
+        return leaf * 1.0, torch.from_numpy(target)
 
     def step(x, y):
         loss = loss_fn(x, y)
