@@ -511,10 +511,14 @@ def _extras(loss, lse, input, target, weight, reduction, z_loss, ignore_index, r
     return tuple(out)
 
 
-def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                  reduction="mean", label_smoothing=0.0, *, z_loss=0.0, softcap=None,
-                  logit_scale=1.0, inplace_backward=False, return_z_loss=False,
-                  return_lse=False):
+def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                  size_average: bool | None = None, ignore_index: int = -100,
+                  reduce: bool | None = None, reduction: str = "mean",
+                  label_smoothing: float = 0.0, *, z_loss: float = 0.0,
+                  softcap: float | None = None, logit_scale: float = 1.0,
+                  inplace_backward: bool = False, return_z_loss: bool = False,
+                  return_lse: bool = False,
+                  ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """torch.nn.functional.cross_entropy, computed by xentc's fused CPU kernels.
 
     input: (C,), (N, C) or (N, C, d1, ...), float32, float64, float16 or bfloat16; target:
@@ -571,10 +575,12 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     (and so the same weight buffer, state_dict and isinstance), plus z_loss, softcap,
     logit_scale, inplace_backward, return_z_loss and return_lse."""
 
-    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None,
-                 reduction="mean", label_smoothing=0.0, *, z_loss=0.0, softcap=None,
-                 logit_scale=1.0, inplace_backward=False, return_z_loss=False,
-                 return_lse=False):
+    def __init__(self, weight: torch.Tensor | None = None, size_average: bool | None = None,
+                 ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
+                 label_smoothing: float = 0.0, *, z_loss: float = 0.0,
+                 softcap: float | None = None, logit_scale: float = 1.0,
+                 inplace_backward: bool = False, return_z_loss: bool = False,
+                 return_lse: bool = False) -> None:
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
         self.z_loss = z_loss
         self.softcap = softcap
@@ -583,7 +589,10 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
         self.return_z_loss = return_z_loss
         self.return_lse = return_lse
 
-    def forward(self, input, target):
+    # With return_z_loss / return_lse it returns a tuple (as Liger's and flash-attn's losses do),
+    # where torch's returns a tensor.
+    def forward(self, input: torch.Tensor, target: torch.Tensor,  # type: ignore[override]
+                ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
                              reduction=self.reduction, label_smoothing=self.label_smoothing,
                              z_loss=self.z_loss, softcap=self.softcap,
