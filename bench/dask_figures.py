@@ -102,7 +102,8 @@ def write_logits(path, rows, classes, seed=0, block_rows=512):
     rng = np.random.default_rng(seed)
     with open(path, "wb") as f:
         np.lib.format.write_array_header_2_0(
-            f, {"descr": "<f4", "fortran_order": False, "shape": (rows, classes)})
+            f, {"descr": "<f4", "fortran_order": False, "shape": (rows, classes)}
+        )
         for start in range(0, rows, block_rows):
             n = min(block_rows, rows - start)
             block = rng.standard_normal((n, classes), dtype=np.float32)
@@ -132,8 +133,12 @@ def run_single(logits_path, target, grad_path):
     seconds = time.perf_counter() - t0
     peak = sampler.stop()
     del out, logits
-    return {"seconds": seconds, "loss": float(loss), "fsync_s": _fsync(grad_path),
-            "peak_mib": {"process": peak}}
+    return {
+        "seconds": seconds,
+        "loss": float(loss),
+        "fsync_s": _fsync(grad_path),
+        "peak_mib": {"process": peak},
+    }
 
 
 def run_dask(logits_path, target, grad_path, chunk_rows, class_chunks, workers, memory_limit):
@@ -142,10 +147,17 @@ def run_dask(logits_path, target, grad_path, chunk_rows, class_chunks, workers, 
 
     import xentc.dask as xd
 
-    with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                  memory_limit=memory_limit, host="127.0.0.1",
-                                  dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit=memory_limit,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         logits = xd.from_npy(logits_path, chunks=(chunk_rows, class_chunks))
         loss, grad = xd.cross_entropy_with_grad(logits, target)
         stored = xd.to_npy(grad, grad_path, compute=False)
@@ -159,8 +171,13 @@ def run_dask(logits_path, target, grad_path, chunk_rows, class_chunks, workers, 
         peaks = client.run(_worker_sampler_stop)
         n_tasks = len(dict(logits.__dask_graph__()))
     peaks = {f"worker {i}": peak for i, (_, peak) in enumerate(sorted(peaks.items()))}
-    return {"seconds": seconds, "loss": float(value), "fsync_s": _fsync(grad_path),
-            "peak_mib": peaks, "logits_blocks": n_tasks}
+    return {
+        "seconds": seconds,
+        "loss": float(value),
+        "fsync_s": _fsync(grad_path),
+        "peak_mib": peaks,
+        "logits_blocks": n_tasks,
+    }
 
 
 # ---- main ----------------------------------------------------------------------------------------
@@ -168,8 +185,11 @@ def run_dask(logits_path, target, grad_path, chunk_rows, class_chunks, workers, 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", default=tempfile.gettempdir(),
-                        help="where to make the scratch directory (needs 2.2x the logits' size)")
+    parser.add_argument(
+        "--dir",
+        default=tempfile.gettempdir(),
+        help="where to make the scratch directory (needs 2.2x the logits' size)",
+    )
     parser.add_argument("--rows", type=int, default=32768)
     parser.add_argument("--classes", type=int, default=32000)
     parser.add_argument("--chunk-rows", type=int, default=1024)
@@ -184,8 +204,10 @@ def main(argv=None):
     size = args.rows * args.classes * 4
     free = shutil.disk_usage(args.dir).free
     if free < 2.2 * size:
-        sys.exit(f"{args.dir} has {free / GB:.1f} GB free; the run needs {2.2 * size / GB:.1f} GB "
-                 "(the logits and one gradient at a time): pass --dir")
+        sys.exit(
+            f"{args.dir} has {free / GB:.1f} GB free; the run needs {2.2 * size / GB:.1f} GB "
+            "(the logits and one gradient at a time): pass --dir"
+        )
     scratch = tempfile.mkdtemp(prefix="xentc-dask-figures-", dir=args.dir)
     results = {}
     try:
@@ -196,8 +218,10 @@ def main(argv=None):
         rng = np.random.default_rng(1)
         target = rng.integers(0, args.classes, args.rows)
         target[::16] = -100
-        print(f"logits: {logits_path}, ({args.rows}, {args.classes}) float32, {size / GB:.2f} GB,"
-              f" written in {time.perf_counter() - t0:.1f} s; {free / GB:.0f} GB were free")
+        print(
+            f"logits: {logits_path}, ({args.rows}, {args.classes}) float32, {size / GB:.2f} GB,"
+            f" written in {time.perf_counter() - t0:.1f} s; {free / GB:.0f} GB were free"
+        )
         for mode in modes:
             if os.path.exists(grad_path):
                 os.remove(grad_path)
@@ -209,21 +233,34 @@ def main(argv=None):
                     try:
                         import xentc._dask_shards  # noqa: F401
                     except ModuleNotFoundError:
-                        print("shards: skipped, this xentc has no xentc._dask_shards "
-                              "(class-chunked logits)")
+                        print(
+                            "shards: skipped, this xentc has no xentc._dask_shards "
+                            "(class-chunked logits)"
+                        )
                         continue
                     class_chunks = -(-args.classes // args.shards)
-                r = run_dask(logits_path, target, grad_path, args.chunk_rows, class_chunks,
-                             args.workers, args.memory_limit)
+                r = run_dask(
+                    logits_path,
+                    target,
+                    grad_path,
+                    args.chunk_rows,
+                    class_chunks,
+                    args.workers,
+                    args.memory_limit,
+                )
             else:
                 sys.exit(f"unknown mode {mode!r}")
             r["gb_per_s"] = 2 * size / GB / r["seconds"]
             results[mode] = r
             peaks = "; ".join(
                 f"{who} {p.get('VmRSS', 0):.0f} (anon {p.get('RssAnon', 0):.0f}, "
-                f"file {p.get('RssFile', 0):.0f})" for who, p in r["peak_mib"].items())
-            print(f"{mode:7s} {r['seconds']:7.2f} s  {r['gb_per_s']:5.2f} GB/s  "
-                  f"loss {r['loss']:.6f}  fsync {r['fsync_s']:.1f} s  peak MiB: {peaks}")
+                f"file {p.get('RssFile', 0):.0f})"
+                for who, p in r["peak_mib"].items()
+            )
+            print(
+                f"{mode:7s} {r['seconds']:7.2f} s  {r['gb_per_s']:5.2f} GB/s  "
+                f"loss {r['loss']:.6f}  fsync {r['fsync_s']:.1f} s  peak MiB: {peaks}"
+            )
         losses = {m: r["loss"] for m, r in results.items()}
         if len(set(np.round(list(losses.values()), 5))) > 1:
             print(f"warning: the modes' losses differ: {losses}")

@@ -53,5 +53,6 @@ def test_xent(benchmark, workload, pass_name, impl):
     benchmark.extra_info["n_threads"] = N_THREADS
     loss = benchmark.pedantic(call, rounds=5, warmup_rounds=1)
     assert loss_check(loss, expected, workload.dtype) == "ok", (
-        f"{impl} {pass_name} {workload.label}: loss {loss} vs xentc {expected}")
+        f"{impl} {pass_name} {workload.label}: loss {loss} vs xentc {expected}"
+    )
     assert np.isfinite(loss)

@@ -30,8 +30,18 @@ def _lse_minus(z):
     return log_sum - shifted, (z.max(axis=-1, keepdims=True) + log_sum)[:, 0]
 
 
-def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, z_loss=0.0, grad_output=None):
+def cross_entropy(
+    logits,
+    target,
+    *,
+    weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    grad_output=None,
+):
     shape = np.shape(logits)
     n_classes = shape[-1]
     z = np.asarray(logits, np.float64).reshape(-1, n_classes)
@@ -89,11 +99,18 @@ def cross_entropy(logits, target, *, weight=None, sample_weight=None, ignore_ind
 def assert_close(dtype, got_loss, ref, err_msg, got_grad=None, got_lse=None):
     """Compare xentc's results with a `Result` at the spec's tolerance for `dtype`."""
     tol = TOL[np.dtype(dtype)]
-    np.testing.assert_allclose(got_loss, ref.loss, rtol=tol["rtol"], atol=tol["atol"],
-                               err_msg=f"loss: {err_msg}")
+    np.testing.assert_allclose(
+        got_loss, ref.loss, rtol=tol["rtol"], atol=tol["atol"], err_msg=f"loss: {err_msg}"
+    )
     if got_lse is not None:
-        np.testing.assert_allclose(got_lse, ref.lse, rtol=tol["rtol"], atol=tol["atol"],
-                                   err_msg=f"lse: {err_msg}")
+        np.testing.assert_allclose(
+            got_lse, ref.lse, rtol=tol["rtol"], atol=tol["atol"], err_msg=f"lse: {err_msg}"
+        )
     if got_grad is not None:
-        np.testing.assert_allclose(np.asarray(got_grad, np.float64) * ref.unit, ref.grad * ref.unit,
-                                   rtol=0, atol=tol["grad_atol"], err_msg=f"grad: {err_msg}")
+        np.testing.assert_allclose(
+            np.asarray(got_grad, np.float64) * ref.unit,
+            ref.grad * ref.unit,
+            rtol=0,
+            atol=tol["grad_atol"],
+            err_msg=f"grad: {err_msg}",
+        )

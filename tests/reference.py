@@ -167,8 +167,9 @@ def _transform(v, logit_scale, softcap):
 class _Problem:
     """The arguments of cross_entropy as lists of Python floats / ints, one entry per row."""
 
-    def __init__(self, logits, target, weight, sample_weight, ignore_index, softcap=None,
-                 logit_scale=1.0):
+    def __init__(
+        self, logits, target, weight, sample_weight, ignore_index, softcap=None, logit_scale=1.0
+    ):
         logits = np.asarray(logits)
         target = np.asarray(target)
         self.batch_shape = logits.shape[:-1]

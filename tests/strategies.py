@@ -6,7 +6,6 @@ and still reproducible and shrinkable. Logits are moderate (normal * 3); extreme
 and non-finite rows have named tests instead.
 """
 
-
 import math
 
 import numpy as np

@@ -34,12 +34,18 @@ pytestmark = [
     pytest.mark.usefixtures("every_isa"),
 ]
 
+
 def _grad_close(a, b, dtype, scale, msg):
     """Two xentc gradients of one case within the spec's gradient tolerance of each other."""
     with np.errstate(invalid="ignore", over="ignore"):
         np.testing.assert_allclose(
-            a.astype(np.float64) * scale, b.astype(np.float64) * scale, rtol=0,
-            atol=TOL[np.dtype(dtype)]["grad_atol"], equal_nan=True, err_msg=msg)
+            a.astype(np.float64) * scale,
+            b.astype(np.float64) * scale,
+            rtol=0,
+            atol=TOL[np.dtype(dtype)]["grad_atol"],
+            equal_nan=True,
+            err_msg=msg,
+        )
 
 
 @SWEEP
@@ -55,8 +61,9 @@ def test_backward_mode_matches_reference(case):
     check_loss(loss, ref_loss, dtype, msg, reduction=case.reduction)
     assert lse.dtype == np.float64 and lse.shape == case.logits.shape[:-1], msg
     # float64 storage, float32 accuracy for float32 logits: its sum of exp adds float32 terms
-    np.testing.assert_allclose(lse, ref_lse, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"],
-                               err_msg=f"lse: {msg}")
+    np.testing.assert_allclose(
+        lse, ref_lse, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"], err_msg=f"lse: {msg}"
+    )
 
     logits, out, untouched = case.logits, None, None
     if case.out_kind == "fresh":
@@ -65,12 +72,14 @@ def test_backward_mode_matches_reference(case):
         # a private copy, overwritten in place (with_layout alone may hand back the same memory)
         logits = with_layout(np.array(case.logits), case.layout)
         out = logits
-    grad = _api._grad_from_lse(logits, case.target, lse, **opts, grad_output=case.grad_output,
-                               out=out)
+    grad = _api._grad_from_lse(
+        logits, case.target, lse, **opts, grad_output=case.grad_output, out=out
+    )
     scale = unit_grad_scale(case.logits, case.target, case.options, case.grad_output, ref_lse)
     check_grad(grad, expected, dtype, scale, msg)
-    _, fused = cross_entropy_with_grad(case.logits, case.target, **opts,
-                                       grad_output=case.grad_output)
+    _, fused = cross_entropy_with_grad(
+        case.logits, case.target, **opts, grad_output=case.grad_output
+    )
     _grad_close(grad, fused, dtype, scale, f"backward mode vs cross_entropy_with_grad: {msg}")
     if out is not None:
         assert np.shares_memory(grad, out), f"grad does not use out=; {msg}"
@@ -89,11 +98,15 @@ def _case(rng, shape, dtype, target_kind, *, layout="C"):
     logits = with_layout((rng.standard_normal(shape) * 4).astype(dtype), layout)
     if target_kind == "index":
         target = rng.integers(0, c, size=shape[:-1])
-        target.reshape(-1)[:: 3] = -100
+        target.reshape(-1)[::3] = -100
     else:
         target = rng.dirichlet(np.ones(c) * 0.3, size=shape[:-1]).astype(dtype)
-    opts = {"weight": rng.uniform(0.2, 2.0, c), "sample_weight": rng.uniform(0, 2, shape[:-1]),
-            "label_smoothing": 0.1, "z_loss": 1e-3}
+    opts = {
+        "weight": rng.uniform(0.2, 2.0, c),
+        "sample_weight": rng.uniform(0, 2, shape[:-1]),
+        "label_smoothing": 0.1,
+        "z_loss": 1e-3,
+    }
     return logits, target, opts
 
 
@@ -109,13 +122,20 @@ PATHS = {
 
 
 # the large shapes in C order and float32 only (the small ones cover layouts and float64)
-PATH_CASES = [(path, layout, dtype) for path in sorted(PATHS) for layout in ("C", "F")
-              for dtype in (np.float32, np.float64)
-              if path in ("short", "rows") or (layout == "C" and dtype == np.float32)]
+PATH_CASES = [
+    (path, layout, dtype)
+    for path in sorted(PATHS)
+    for layout in ("C", "F")
+    for dtype in (np.float32, np.float64)
+    if path in ("short", "rows") or (layout == "C" and dtype == np.float32)
+]
 
 
-@pytest.mark.parametrize(("path", "layout", "dtype"), PATH_CASES,
-                         ids=[f"{p}-{lay}-{np.dtype(d)}" for p, lay, d in PATH_CASES])
+@pytest.mark.parametrize(
+    ("path", "layout", "dtype"),
+    PATH_CASES,
+    ids=[f"{p}-{lay}-{np.dtype(d)}" for p, lay, d in PATH_CASES],
+)
 @pytest.mark.parametrize("target_kind", ["index", "prob"])
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_paths_bitwise_across_threads(path, target_kind, layout, reduction, dtype, rng):
@@ -128,11 +148,13 @@ def test_paths_bitwise_across_threads(path, target_kind, layout, reduction, dtyp
     grads = []
     for n in thread_counts():
         out = np.full(logits.shape, np.nan, dtype=dtype, order="C") if path == "stream" else None
-        grads.append(_api._grad_from_lse(logits, target, lse, **opts, grad_output=go, out=out,
-                                         n_threads=n))
+        grads.append(
+            _api._grad_from_lse(logits, target, lse, **opts, grad_output=go, out=out, n_threads=n)
+        )
         if n > 1:
-            np.testing.assert_array_equal(grads[-1], grads[0],
-                                          err_msg=f"n_threads={n} vs 1 differ: {msg}")
+            np.testing.assert_array_equal(
+                grads[-1], grads[0], err_msg=f"n_threads={n} vs 1 differ: {msg}"
+            )
     _, fused = cross_entropy_with_grad(logits, target, **opts, grad_output=go)
     scale = unit_grad_scale(logits, target, opts, go, lse)
     _grad_close(grads[0], fused, dtype, scale, f"backward mode vs cross_entropy_with_grad: {msg}")
@@ -162,8 +184,13 @@ def test_confident_row(dtype, gap, shift, target_kind):
     # sum of exp, float32 terms for float32 logits.
     rtol = 8 * np.finfo(dtype).eps if dtype == np.float64 else 2e-6
     atol = 2 * float(np.spacing(np.abs(lse[0])))
-    np.testing.assert_allclose(grad[0, y], expected[0, y], rtol=rtol, atol=atol,
-                               err_msg=f"true-class gradient p_y - 1: {msg}")
+    np.testing.assert_allclose(
+        grad[0, y],
+        expected[0, y],
+        rtol=rtol,
+        atol=atol,
+        err_msg=f"true-class gradient p_y - 1: {msg}",
+    )
 
 
 def _edge_rows():
@@ -187,8 +214,11 @@ def test_edge_rows_match_reference(name, reduction, dtype, rng):
     sample_weight = None
     if "sample_weight_row" in extra:
         sample_weight = np.array([1.0, extra["sample_weight_row"], 0.5])
-    opts = {"reduction": reduction, "label_smoothing": extra.get("label_smoothing", 0.0),
-            "sample_weight": sample_weight}
+    opts = {
+        "reduction": reduction,
+        "label_smoothing": extra.get("label_smoothing", 0.0),
+        "sample_weight": sample_weight,
+    }
     msg = f"{name}: row={row} target={row_target} {opts} {dtype}"
     _, ref_lse = ref_cross_entropy(logits, target, **opts)
     expected = ref_grad(logits, target, **opts)
@@ -242,18 +272,24 @@ def _half_dtype(name):
     return np.dtype(name)
 
 
-TRANSFORMS = {"plain": (None, 1.0), "scale0.5": (None, 0.5), "cap5": (5.0, 1.0),
-              "cap8-scale2": (8.0, 2.0)}
+TRANSFORMS = {
+    "plain": (None, 1.0),
+    "scale0.5": (None, 0.5),
+    "cap5": (5.0, 1.0),
+    "cap8-scale2": (8.0, 2.0),
+}
 # every path with each 16-bit dtype untransformed and with a soft-cap; the transforms on the
 # paths of whole and short rows in float32 (plain float32: test_paths_bitwise_across_threads)
-LOWP_CASES = ([(p, k, "plain") for p in sorted(PATHS) for k in ("float16", "bfloat16")]
-              + [(p, k, "cap8-scale2") for p in sorted(PATHS) for k in ("float16", "bfloat16")]
-              + [(p, "float32", t) for p in ("short", "rows", "split") for t in TRANSFORMS
-                 if t != "plain"])
+LOWP_CASES = (
+    [(p, k, "plain") for p in sorted(PATHS) for k in ("float16", "bfloat16")]
+    + [(p, k, "cap8-scale2") for p in sorted(PATHS) for k in ("float16", "bfloat16")]
+    + [(p, "float32", t) for p in ("short", "rows", "split") for t in TRANSFORMS if t != "plain"]
+)
 
 
-@pytest.mark.parametrize(("path", "kind", "transform"), LOWP_CASES,
-                         ids=["-".join(c) for c in LOWP_CASES])
+@pytest.mark.parametrize(
+    ("path", "kind", "transform"), LOWP_CASES, ids=["-".join(c) for c in LOWP_CASES]
+)
 @pytest.mark.parametrize("target_kind", ["index", "prob"])
 def test_transform_and_half_logits(path, kind, transform, target_kind, rng):
     # The backward mode through the logit transform (the gradient wrt z'' times dz''/dz) and
@@ -268,26 +304,37 @@ def test_transform_and_half_logits(path, kind, transform, target_kind, rng):
     msg = f"{path} {kind} softcap={softcap} logit_scale={logit_scale} target={target_kind}"
     _, lse = _api._cross_entropy_lse64(logits, target, **opts)
     _, ref_lse = _api.cross_entropy(logits, target, **opts, return_lse=True)
-    np.testing.assert_allclose(lse, ref_lse.astype(np.float64), rtol=1e-6, atol=1e-6,
-                               err_msg=f"lse: {msg}")
-    grads = [_api._grad_from_lse(logits, target, lse, **opts, grad_output=go, n_threads=n)
-             for n in thread_counts()]
+    np.testing.assert_allclose(
+        lse, ref_lse.astype(np.float64), rtol=1e-6, atol=1e-6, err_msg=f"lse: {msg}"
+    )
+    grads = [
+        _api._grad_from_lse(logits, target, lse, **opts, grad_output=go, n_threads=n)
+        for n in thread_counts()
+    ]
     for g in grads[1:]:
-        np.testing.assert_array_equal(g.view(np.uint8), grads[0].view(np.uint8),
-                                      err_msg=f"n_threads differ: {msg}")
+        np.testing.assert_array_equal(
+            g.view(np.uint8), grads[0].view(np.uint8), err_msg=f"n_threads differ: {msg}"
+        )
     assert grads[0].dtype == logits.dtype, msg
     _, fused = cross_entropy_with_grad(logits, target, **opts, grad_output=go)
     a, b = grads[0].astype(np.float64), fused.astype(np.float64)
     if kind == "float32":
-        _grad_close(grads[0], fused, np.float32, unit_grad_scale(logits, target, opts, go, lse),
-                    msg)
+        _grad_close(
+            grads[0], fused, np.float32, unit_grad_scale(logits, target, opts, go, lse), msg
+        )
     else:
         # both round a float32 gradient once: they may differ by one unit in the last place
         ulp = 2.0**-7 if kind == "bfloat16" else 2.0**-10
-        np.testing.assert_allclose(a, b, rtol=ulp, atol=1e-6 * np.abs(go).max() * 4,
-                                   err_msg=f"backward mode vs cross_entropy_with_grad: {msg}")
+        np.testing.assert_allclose(
+            a,
+            b,
+            rtol=ulp,
+            atol=1e-6 * np.abs(go).max() * 4,
+            err_msg=f"backward mode vs cross_entropy_with_grad: {msg}",
+        )
     zc = logits.copy()
     inplace = _api._grad_from_lse(zc, target, lse, **opts, grad_output=go, out=zc)
     assert np.shares_memory(inplace, zc), msg
-    np.testing.assert_array_equal(inplace.view(np.uint8), grads[0].view(np.uint8),
-                                  err_msg=f"out=logits differs: {msg}")
+    np.testing.assert_array_equal(
+        inplace.view(np.uint8), grads[0].view(np.uint8), err_msg=f"out=logits differs: {msg}"
+    )

@@ -35,8 +35,12 @@ def test_numpy_peer_matches_xentc(dtype):
     assert bench.numpy_forward(logits, target) == pytest.approx(loss, rel=tol)
     np_loss, np_grad = bench.numpy_loss_and_grad(logits.copy(), target)
     assert np_loss == pytest.approx(loss, rel=tol)
-    np.testing.assert_allclose(np_grad * len(target), grad * len(target), atol=10 * tol,
-                               err_msg=f"numpy peer gradient, {dtype}")
+    np.testing.assert_allclose(
+        np_grad * len(target),
+        grad * len(target),
+        atol=10 * tol,
+        err_msg=f"numpy peer gradient, {dtype}",
+    )
 
 
 def test_loss_check_flags_a_mismatch():
@@ -49,15 +53,35 @@ def test_report_end_to_end(tmp_path, capsys):
     out_json, out_md = tmp_path / "bench.json", tmp_path / "bench.md"
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{bench.README_BEGIN}\nold figures\n{bench.README_END}\n\nafter\n")
-    rc = bench.main(["--only", "--workload", "64,100", "--workload", "16,1000,float64",
-                     "--peers", "numpy", "--repeats", "3", "--threads", "1",
-                     "--json", str(out_json), "--markdown", str(out_md), "--no-torch-step",
-                     "--readme", str(readme)])
+    rc = bench.main(
+        [
+            "--only",
+            "--workload",
+            "64,100",
+            "--workload",
+            "16,1000,float64",
+            "--peers",
+            "numpy",
+            "--repeats",
+            "3",
+            "--threads",
+            "1",
+            "--json",
+            str(out_json),
+            "--markdown",
+            str(out_md),
+            "--no-torch-step",
+            "--readme",
+            str(readme),
+        ]
+    )
     assert rc == 0
     summary = readme.read_text()
     assert "old figures" not in summary and summary.endswith(f"{bench.README_END}\n\nafter\n")
-    assert "| logits (N, C) | xentc forward | xentc loss + grad, `out=` | NumPy loss + grad |" \
+    assert (
+        "| logits (N, C) | xentc forward | xentc loss + grad, `out=` | NumPy loss + grad |"
         in summary
+    )
     assert "| (64, 100) | " in summary and "| (16, 1000) float64 | " in summary
     text = capsys.readouterr().out
     assert "bandwidth at 1 threads" in text and "N=64 C=100 f32" in text
@@ -66,15 +90,25 @@ def test_report_end_to_end(tmp_path, capsys):
     assert report["bandwidth"]["read_gbs"] > 0 and report["bandwidth"]["copy_gbs"] > 0
     impls = {(r["workload"], r["pass_name"], r["impl"]) for r in report["rows"]}
     for label in ("N=64 C=100 f32", "N=16 C=1000 f64"):
-        assert {(label, "forward", "xentc"), (label, "forward", "numpy"),
-                (label, "loss+grad", "xentc"), (label, "loss+grad", "xentc out="),
-                (label, "loss+grad", "numpy")} <= impls
+        assert {
+            (label, "forward", "xentc"),
+            (label, "forward", "numpy"),
+            (label, "loss+grad", "xentc"),
+            (label, "loss+grad", "xentc out="),
+            (label, "loss+grad", "numpy"),
+        } <= impls
     for r in report["rows"]:
         assert r["loss_check"] == "ok", r
         assert r["median_ms"] > 0 and r["bandwidth_fraction"] > 0
         assert r["gbs"] == pytest.approx(
-            r["n_rows"] * r["n_classes"] * (4 if r["dtype"] == "float32" else 8)
-            * (1 if r["pass_name"] == "forward" else 2) / r["median_ms"] / 1e6, rel=1e-9)
+            r["n_rows"]
+            * r["n_classes"]
+            * (4 if r["dtype"] == "float32" else 8)
+            * (1 if r["pass_name"] == "forward" else 2)
+            / r["median_ms"]
+            / 1e6,
+            rel=1e-9,
+        )
     for r in report["rows"]:
         assert r["min_ms"] <= r["median_ms"] <= r["max_ms"], r
     markdown = out_md.read_text()
@@ -110,9 +144,13 @@ def test_other_processes_cpu_is_seen_and_warned_about():
 
     watch = bench.CpuWatch()
     # a busy process this one does not wait for before stop(): another process's work
-    spin = subprocess.Popen([sys.executable, "-c",
-                             "import time\nt = time.process_time()\n"
-                             "while time.process_time() - t < 1.0: pass"])
+    spin = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass",
+        ]
+    )
     time.sleep(1.5)
     result = watch.stop()
     spin.wait()
@@ -121,10 +159,12 @@ def test_other_processes_cpu_is_seen_and_warned_about():
     assert result["other_cpu_s"] >= 0.7, result
     warning = bench.contention_warning(result, n_cpus=2)
     assert warning.startswith("warning: other processes used") and "of 2 cores" in warning
-    assert bench.contention_warning({"wall_s": 10.0, "other_cpu_s": 0.1,
-                                     "other_cores": 0.01}) is None
-    assert bench.contention_warning({"wall_s": 1.0, "other_cpu_s": None,
-                                     "other_cores": None}) is None
+    assert (
+        bench.contention_warning({"wall_s": 10.0, "other_cpu_s": 0.1, "other_cores": 0.01}) is None
+    )
+    assert (
+        bench.contention_warning({"wall_s": 1.0, "other_cpu_s": None, "other_cores": None}) is None
+    )
 
 
 def test_unknown_peer_is_an_error(capsys):
@@ -136,8 +176,20 @@ def test_unknown_peer_is_an_error(capsys):
 def test_plot(tmp_path):
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib (optional)")
     path = tmp_path / "bench.png"
-    bench.main(["--only", "--workload", "32,100", "--peers", "numpy", "--repeats", "3",
-                "--plot", str(path), "--no-torch-step"])
+    bench.main(
+        [
+            "--only",
+            "--workload",
+            "32,100",
+            "--peers",
+            "numpy",
+            "--repeats",
+            "3",
+            "--plot",
+            str(path),
+            "--no-torch-step",
+        ]
+    )
     assert path.stat().st_size > 1000
 
 
@@ -155,8 +207,9 @@ def test_torch_step_section():
 
 
 def test_torch_step_section_can_be_left_out(capsys):
-    bench.main(["--only", "--workload", "16,100", "--peers", "numpy", "--repeats", "3",
-                "--no-torch-step"])
+    bench.main(
+        ["--only", "--workload", "16,100", "--peers", "numpy", "--repeats", "3", "--no-torch-step"]
+    )
     assert "skipped: --no-torch-step" in capsys.readouterr().out
 
 

@@ -17,7 +17,8 @@ def test_tests_use_the_installed_package():
     # tests/ has no __init__.py and must not import the source tree (it has no built extension).
     repo = pathlib.Path(__file__).resolve().parents[1]
     assert repo / "xentc" != pathlib.Path(xentc.__file__).resolve().parent, (
-        f"xentc imported from the source tree {xentc.__file__}; run pytest from outside it")
+        f"xentc imported from the source tree {xentc.__file__}; run pytest from outside it"
+    )
 
 
 @pytest.mark.skipif(os.environ.get("XENTC_NO_OPENMP") == "1", reason="serial build requested")
@@ -45,14 +46,18 @@ def test_build_record_describes_this_build():
 def test_build_never_targets_the_build_machine():
     # The wheel must run on every CPU of its platform: per-ISA flags, never -march=native.
     build = xentc._config.build_info()
-    flags = [*build.get("compiler_command", "").split(), *build.get("extension_flags", []),
-             *(flag for flags in build.get("kernel_flags", {}).values() for flag in flags)]
+    flags = [
+        *build.get("compiler_command", "").split(),
+        *build.get("extension_flags", []),
+        *(flag for flags in build.get("kernel_flags", {}).values() for flag in flags),
+    ]
     assert flags, "no build record"
     assert not [f for f in flags if f.endswith("=native")], f"targets the build machine: {flags}"
 
 
-@pytest.mark.skipif(os.environ.get("XENTC_NO_OPENMP") != "1",
-                    reason="runs in the XENTC_NO_OPENMP=1 build only")
+@pytest.mark.skipif(
+    os.environ.get("XENTC_NO_OPENMP") != "1", reason="runs in the XENTC_NO_OPENMP=1 build only"
+)
 def test_no_openmp_switch_builds_serially():
     assert not _kernels.openmp_enabled()
     assert "XENTC_NO_OPENMP" in xentc._config.build_info()["openmp"]
@@ -63,8 +68,16 @@ def test_show_config_reports_version_build_and_threads(capsys):
     xentc.show_config()
     text = capsys.readouterr().out
     assert f"xentc:              {xentc.__version__}\n" in text, text
-    keys = ["compiler:", "compile command:", "extension flags:", "kernel flags:", "openmp:",
-            "default n_threads:", "kernels compiled:", "kernels in use:"]
+    keys = [
+        "compiler:",
+        "compile command:",
+        "extension flags:",
+        "kernel flags:",
+        "openmp:",
+        "default n_threads:",
+        "kernels compiled:",
+        "kernels in use:",
+    ]
     if _kernels.openmp_enabled():
         keys.append("openmp runtime:")
     for key in keys:
@@ -98,8 +111,11 @@ def test_exp_accuracy(dtype, lo, hi):
 def test_exp_special_values(dtype):
     x = np.array([0.0, -np.inf, np.inf, np.nan, -1e4, 1e4], dtype=dtype)
     got = _kernels._math("exp", x)
-    np.testing.assert_array_equal(got, np.array([1.0, 0.0, np.inf, np.nan, 0.0, np.inf], dtype),
-                                  err_msg=f"exp special values, {np.dtype(dtype).name}")
+    np.testing.assert_array_equal(
+        got,
+        np.array([1.0, 0.0, np.inf, np.nan, 0.0, np.inf], dtype),
+        err_msg=f"exp special values, {np.dtype(dtype).name}",
+    )
 
 
 @pytest.mark.parametrize("name,bound", [("log", 2.5), ("log1p", 4.5)])
@@ -113,8 +129,9 @@ def test_log_accuracy(name, bound):
         x = np.ldexp(rng.uniform(1, 2, 10**6), rng.integers(-20, 21, 10**6))
     else:
         half = 5 * 10**5
-        x = np.concatenate([rng.uniform(0, 1, half),
-                            np.ldexp(rng.uniform(1, 2, half), rng.integers(-60, 0, half))])
+        x = np.concatenate(
+            [rng.uniform(0, 1, half), np.ldexp(rng.uniform(1, 2, half), rng.integers(-60, 0, half))]
+        )
     approx = _kernels._math(name, x)
     exact = getattr(np, name)(x.astype(np.longdouble))
     ulps = np.abs(approx - exact) / np.spacing(np.abs(exact).astype(np.float64))
@@ -122,8 +139,9 @@ def test_log_accuracy(name, bound):
     assert ulps.max() <= bound, f"{name}: max error {ulps.max():.2f} ulp (bound {bound})"
     # log(1) = log1p(0) = 0 exactly; log(2) = log1p(1) = ln 2; NaN stays NaN
     x = np.array([0.0, 1.0, np.nan]) + (name == "log")
-    np.testing.assert_array_equal(_kernels._math(name, x), [0.0, np.log(2.0), np.nan],
-                                  err_msg=f"{name} at {x}")
+    np.testing.assert_array_equal(
+        _kernels._math(name, x), [0.0, np.log(2.0), np.nan], err_msg=f"{name} at {x}"
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -134,14 +152,19 @@ def test_tanh_accuracy(dtype):
     # 0, where tanh(x) ~ x must keep every digit).
     rng = np.random.default_rng(13)
     half = 10**6
-    x = np.concatenate([rng.uniform(-10, 10, half),
-                        np.ldexp(rng.uniform(1, 2, half), rng.integers(-30, 4, half))
-                        * rng.choice([-1.0, 1.0], half)]).astype(dtype)
+    x = np.concatenate(
+        [
+            rng.uniform(-10, 10, half),
+            np.ldexp(rng.uniform(1, 2, half), rng.integers(-30, 4, half))
+            * rng.choice([-1.0, 1.0], half),
+        ]
+    ).astype(dtype)
     approx = _kernels._math("tanh", x).astype(np.longdouble)
     exact = np.tanh(x.astype(np.longdouble))
     ulps = (np.abs(approx - exact) / np.spacing(np.abs(exact).astype(dtype))).astype(np.float64)
     assert ulps.max() <= 3.0, (
-        f"{np.dtype(dtype).name} tanh: max error {ulps.max():.2f} ulp at x={x[np.argmax(ulps)]!r}")
+        f"{np.dtype(dtype).name} tanh: max error {ulps.max():.2f} ulp at x={x[np.argmax(ulps)]!r}"
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
@@ -149,8 +172,11 @@ def test_tanh_accuracy(dtype):
 def test_tanh_special_values(dtype):
     x = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e4, -1e4, 1e-30], dtype=dtype)
     got = _kernels._math("tanh", x)
-    np.testing.assert_array_equal(got, np.array([0.0, -0.0, 1.0, -1.0, np.nan, 1.0, -1.0, 1e-30],
-                                                dtype), err_msg=f"tanh, {np.dtype(dtype).name}")
+    np.testing.assert_array_equal(
+        got,
+        np.array([0.0, -0.0, 1.0, -1.0, np.nan, 1.0, -1.0, 1e-30], dtype),
+        err_msg=f"tanh, {np.dtype(dtype).name}",
+    )
     assert np.signbit(got[1]), "tanh(-0.0) must be -0.0"
 
 
@@ -160,22 +186,47 @@ def _half_inputs(rng):
     (65504, 65520), random bits of every exponent, inf and NaN (quiet and signalling)."""
     every_f16 = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16).view(np.float16)
     bits = rng.integers(0, 1 << 32, 10**6, dtype=np.uint64).astype(np.uint32)
-    ties = (np.arange(1 << 16, dtype=np.uint32) << 16) | np.uint32(0x8000)     # bf16 ties
+    ties = (np.arange(1 << 16, dtype=np.uint32) << 16) | np.uint32(0x8000)  # bf16 ties
     f16_ties = every_f16[np.isfinite(every_f16)].astype(np.float32).view(np.uint32) + (1 << 12)
-    edges = np.array([65504, 65519.996, 65520, 65536, 2.0**-14, 2.0**-24, 2.0**-25,
-                      1.5 * 2.0**-25, 3e-8, 1e-45, np.inf, -np.inf], np.float32)
+    edges = np.array(
+        [
+            65504,
+            65519.996,
+            65520,
+            65536,
+            2.0**-14,
+            2.0**-24,
+            2.0**-25,
+            1.5 * 2.0**-25,
+            3e-8,
+            1e-45,
+            np.inf,
+            -np.inf,
+        ],
+        np.float32,
+    )
     nans = np.array([0x7FC00000, 0x7F800001, 0xFFA00000, 0x7FBFFFFF], np.uint32).view(np.float32)
-    return np.concatenate([every_f16.astype(np.float32), bits.view(np.float32),
-                           ties.view(np.float32), f16_ties.view(np.float32), edges, nans])
+    return np.concatenate(
+        [
+            every_f16.astype(np.float32),
+            bits.view(np.float32),
+            ties.view(np.float32),
+            f16_ties.view(np.float32),
+            edges,
+            nans,
+        ]
+    )
 
 
 def _same_or_both_nan(got, want, what):
     nan = np.isnan(want)
     np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"{what}: NaN where NaN")
     bad = np.flatnonzero(got[~nan].view(np.uint32) != want[~nan].view(np.uint32))
-    assert bad.size == 0, (f"{what}: {bad.size} values differ, first "
-                           f"{got[~nan][bad[0]]!r} vs {want[~nan][bad[0]]!r} "
-                           f"(from {np.asarray(want)[~nan][bad[0]]!r})")
+    assert bad.size == 0, (
+        f"{what}: {bad.size} values differ, first "
+        f"{got[~nan][bad[0]]!r} vs {want[~nan][bad[0]]!r} "
+        f"(from {np.asarray(want)[~nan][bad[0]]!r})"
+    )
 
 
 @pytest.mark.usefixtures("every_isa")
@@ -203,9 +254,18 @@ def test_best_instruction_set_is_chosen_at_import():
     env = {k: v for k, v in os.environ.items() if k != "XENTC_ISA"}
 
     out = subprocess.run(
-        [sys.executable, "-c", "from xentc import _kernels as k; "
-         "print(k.isa_active(), k.isa_supported()[-1], k.isa_compiled())"],
-        capture_output=True, text=True, env=env, cwd="/", check=True).stdout.split(maxsplit=2)
+        [
+            sys.executable,
+            "-c",
+            "from xentc import _kernels as k; "
+            "print(k.isa_active(), k.isa_supported()[-1], k.isa_compiled())",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd="/",
+        check=True,
+    ).stdout.split(maxsplit=2)
     assert out[0] == out[1], f"chose {out[0]}, best supported {out[1]}, compiled {out[2]}"
     assert "baseline" in out[2]
 
@@ -217,14 +277,23 @@ def test_xentc_isa_narrows_the_choice(requested):
     expected = [isa for isa in _kernels.isa_supported() if isa in allowed][-1]
     out = subprocess.run(
         [sys.executable, "-c", "import xentc; print(xentc._kernels.isa_active())"],
-        capture_output=True, text=True, env={**os.environ, "XENTC_ISA": requested}, cwd="/",
-        check=True).stdout.strip()
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XENTC_ISA": requested},
+        cwd="/",
+        check=True,
+    ).stdout.strip()
     assert out == expected, f"XENTC_ISA={requested}: got {out}, expected {expected}"
 
 
 def test_xentc_isa_rejects_unknown_names():
-    result = subprocess.run([sys.executable, "-c", "import xentc"], capture_output=True,
-                            text=True, env={**os.environ, "XENTC_ISA": "sse9"}, cwd="/")
+    result = subprocess.run(
+        [sys.executable, "-c", "import xentc"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XENTC_ISA": "sse9"},
+        cwd="/",
+    )
     assert result.returncode != 0 and "XENTC_ISA must be one of" in result.stderr
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 da = pytest.importorskip(
-    "dask.array", reason="xentc.dask needs the optional dask extra: pip install 'xentc[dask]'")
+    "dask.array", reason="xentc.dask needs the optional dask extra: pip install 'xentc[dask]'"
+)
 
 from conftest import TOL
 from reference import unit_grad_scale
@@ -30,7 +31,8 @@ import xentc.dask as xd
 
 HAVE_SHARDS = importlib.util.find_spec("xentc._dask_shards") is not None
 NEEDS_SHARDS = pytest.mark.skipif(
-    not HAVE_SHARDS, reason="class-chunked logits need xentc._dask_shards, not in this build")
+    not HAVE_SHARDS, reason="class-chunked logits need xentc._dask_shards, not in this build"
+)
 
 # (id, logits shape, row chunks, class chunk). Row chunks cover the leading axes; a class chunk
 # of -1 keeps each row's classes in one block, any other splits them (vocabulary shards, handed
@@ -51,18 +53,28 @@ MANY_BLOCKS = ("many-blocks", (200, 9), (7,), -1)
 
 def _layout_params():
     return [pytest.param(*lay, id=lay[0]) for lay in LAYOUTS] + [
-        pytest.param(*lay, id=lay[0], marks=NEEDS_SHARDS) for lay in CLASS_LAYOUTS]
+        pytest.param(*lay, id=lay[0], marks=NEEDS_SHARDS) for lay in CLASS_LAYOUTS
+    ]
 
 
 # (id, target kind, options). "ignore_block" ignores every row of the first block.
 OPTIONS = [
     ("plain", "index", {}),
-    ("weight-ignored-block-smoothing", "index",
-     {"weight": True, "ignore_block": True, "label_smoothing": 0.1}),
-    ("sample_weight-zloss-custom-ignore", "index",
-     {"sample_weight": True, "z_loss": 1e-3, "ignore_index": 3, "some_ignored": True}),
-    ("probs-weight-sample_weight", "prob",
-     {"weight": True, "sample_weight": True, "label_smoothing": 0.05}),
+    (
+        "weight-ignored-block-smoothing",
+        "index",
+        {"weight": True, "ignore_block": True, "label_smoothing": 0.1},
+    ),
+    (
+        "sample_weight-zloss-custom-ignore",
+        "index",
+        {"sample_weight": True, "z_loss": 1e-3, "ignore_index": 3, "some_ignored": True},
+    ),
+    (
+        "probs-weight-sample_weight",
+        "prob",
+        {"weight": True, "sample_weight": True, "label_smoothing": 0.05},
+    ),
     ("all-ignored", "index", {"all_ignored": True, "weight": True}),
 ]
 
@@ -119,23 +131,35 @@ def _grad_outputs(reduction, lead, rng):
 
 def _close_loss(got, want, dtype, msg):
     tol = TOL[np.dtype(dtype)]
-    np.testing.assert_allclose(np.asarray(got, np.float64), np.asarray(want, np.float64),
-                               rtol=tol["rtol"], atol=tol["atol"], equal_nan=True, err_msg=msg)
+    np.testing.assert_allclose(
+        np.asarray(got, np.float64),
+        np.asarray(want, np.float64),
+        rtol=tol["rtol"],
+        atol=tol["atol"],
+        equal_nan=True,
+        err_msg=msg,
+    )
 
 
 def _close_grad(got, want, logits, target, kw, grad_output, lse, dtype, msg):
     assert got.shape == want.shape and got.dtype == want.dtype, msg
     scale = unit_grad_scale(logits, target, kw, grad_output, lse.astype(np.float64))
-    np.testing.assert_allclose(got.astype(np.float64) * scale, want.astype(np.float64) * scale,
-                               rtol=0, atol=TOL[np.dtype(dtype)]["grad_atol"], equal_nan=True,
-                               err_msg=msg)
+    np.testing.assert_allclose(
+        got.astype(np.float64) * scale,
+        want.astype(np.float64) * scale,
+        rtol=0,
+        atol=TOL[np.dtype(dtype)]["grad_atol"],
+        equal_nan=True,
+        err_msg=msg,
+    )
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
 @pytest.mark.parametrize("opt_id, kind, spec", OPTIONS, ids=[o[0] for o in OPTIONS])
 @pytest.mark.parametrize("layout_id, shape, row_chunks, class_chunk", _layout_params())
-def test_matches_core_api(layout_id, shape, row_chunks, class_chunk, opt_id, kind, spec,
-                          reduction, rng):
+def test_matches_core_api(
+    layout_id, shape, row_chunks, class_chunk, opt_id, kind, spec, reduction, rng
+):
     dtype = np.float32 if layout_id != "uneven" else np.float64
     logits, target, kw = _data(rng, shape, dtype, kind, spec, row_chunks)
     kw["reduction"] = reduction
@@ -155,8 +179,9 @@ def test_matches_core_api(layout_id, shape, row_chunks, class_chunk, opt_id, kin
     if opt_id == "all-ignored" and reduction == "mean":
         assert math.isnan(got_loss)
     # Without return_lse: the bare loss, the same value.
-    assert np.array_equal(xd.cross_entropy(dl, dt, **dkw).compute(scheduler="threads"), got_loss,
-                          equal_nan=True)
+    assert np.array_equal(
+        xd.cross_entropy(dl, dt, **dkw).compute(scheduler="threads"), got_loss, equal_nan=True
+    )
 
     for grad_output in _grad_outputs(reduction, shape[:-1], rng):
         want = xentc.cross_entropy_with_grad(logits, target, grad_output=grad_output, **kw)
@@ -169,33 +194,40 @@ def test_matches_core_api(layout_id, shape, row_chunks, class_chunk, opt_id, kin
         # The loss is never scaled by grad_output, and the fused pass gives the same lse.
         _close_loss(got[0], want_loss, dtype, "loss with grad vs without, " + msg)
         assert np.array_equal(got[1], got_lse, equal_nan=True), msg
-        _close_grad(got[2], want[1], logits, target, kw, grad_output, want_lse, dtype,
-                    "grad, " + msg)
+        _close_grad(
+            got[2], want[1], logits, target, kw, grad_output, want_lse, dtype, "grad, " + msg
+        )
         if opt_id == "all-ignored":
             assert not got[2].any(), msg
 
 
 def test_dask_is_imported_by_xentc_dask_only():
-    code = ("import sys, xentc; assert 'dask' not in sys.modules, 'import xentc imported dask'; "
-            "import xentc.dask; assert 'dask.array' in sys.modules")
+    code = (
+        "import sys, xentc; assert 'dask' not in sys.modules, 'import xentc imported dask'; "
+        "import xentc.dask; assert 'dask.array' in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_numpy_inputs_mixed_in(rng):
     # NumPy logits are cut into blocks of rows; dask and NumPy targets, weights, grad_output mix.
-    logits, target, kw = _data(rng, (40, 25), np.float32, "index",
-                               {"weight": True, "sample_weight": True})
+    logits, target, kw = _data(
+        rng, (40, 25), np.float32, "index", {"weight": True, "sample_weight": True}
+    )
     go = rng.uniform(0.5, 1.5, 40)
     want = xentc.cross_entropy_with_grad(logits, target, reduction="none", grad_output=go, **kw)
     # Dask rows arrays chunked unlike the logits are rechunked to the logits' blocks of rows.
     misaligned = dict(kw, sample_weight=da.from_array(kw["sample_weight"], chunks=11))
-    for args, options, g in [((logits, da.from_array(target, chunks=7)), kw, go),
-                             ((da.from_array(logits, chunks=(13, 25)), target), kw, go),
-                             ((da.from_array(logits, chunks=(13, 25)),
-                               da.from_array(target, chunks=7)), misaligned,
-                              da.from_array(go, chunks=9))]:
-        loss, grad = xd.cross_entropy_with_grad(*args, reduction="none", grad_output=g,
-                                                **options)
+    for args, options, g in [
+        ((logits, da.from_array(target, chunks=7)), kw, go),
+        ((da.from_array(logits, chunks=(13, 25)), target), kw, go),
+        (
+            (da.from_array(logits, chunks=(13, 25)), da.from_array(target, chunks=7)),
+            misaligned,
+            da.from_array(go, chunks=9),
+        ),
+    ]:
+        loss, grad = xd.cross_entropy_with_grad(*args, reduction="none", grad_output=g, **options)
         if isinstance(args[0], da.Array):
             assert grad.chunks == args[0].chunks and loss.chunks == args[0].chunks[:1]
         got = da.compute(loss, grad)
@@ -207,10 +239,12 @@ def test_one_row_and_no_rows(rng):
     logits = rng.standard_normal(11).astype(np.float32)
     dl = da.from_array(logits, chunks=-1)
     for reduction in ("none", "mean", "sum"):
-        want = xentc.cross_entropy_with_grad(logits, np.int64(4), reduction=reduction,
-                                             return_lse=True)
-        got = da.compute(*xd.cross_entropy_with_grad(dl, np.int64(4), reduction=reduction,
-                                                      return_lse=True))
+        want = xentc.cross_entropy_with_grad(
+            logits, np.int64(4), reduction=reduction, return_lse=True
+        )
+        got = da.compute(
+            *xd.cross_entropy_with_grad(dl, np.int64(4), reduction=reduction, return_lse=True)
+        )
         for g, w in zip(got, want):
             assert np.shape(g) == np.shape(w)
             np.testing.assert_allclose(g, w, rtol=1e-6)
@@ -239,8 +273,9 @@ def test_dask_scalar_grad_output(rng):
     logits, target, _ = _data(rng, (20, 8), np.float64, "index", {})
     want = xentc.cross_entropy_with_grad(logits, target, grad_output=0.25)
     go = da.from_array(np.array(0.25))
-    got = da.compute(*xd.cross_entropy_with_grad(da.from_array(logits, chunks=(6, 8)), target,
-                                                 grad_output=go))
+    got = da.compute(
+        *xd.cross_entropy_with_grad(da.from_array(logits, chunks=(6, 8)), target, grad_output=go)
+    )
     np.testing.assert_allclose(got[0], want[0], rtol=1e-12)
     np.testing.assert_allclose(got[1], want[1], rtol=1e-12, atol=1e-16)
 
@@ -264,11 +299,19 @@ def test_tree_order_is_fixed(rng):
 @pytest.fixture(scope="module")
 def cluster_client():
     distributed = pytest.importorskip(
-        "distributed", reason="the LocalCluster tests need distributed (the dask extra)")
+        "distributed", reason="the LocalCluster tests need distributed (the dask extra)"
+    )
     # Worker processes on loopback only; no dashboard. Started and closed by this fixture.
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
         yield client
 
 
@@ -361,8 +404,10 @@ def test_npy_file_round_trip(tmp_path, cluster_client, rng):
             value, _ = cluster_client.compute([loss, stored], sync=True)
         np.testing.assert_allclose(value, want_loss, rtol=1e-5)
         np.testing.assert_allclose(np.load(out), want_grad, rtol=1e-5, atol=1e-7)
-    assert np.load(tmp_path / "grad-threads.npy").tobytes() == np.load(
-        tmp_path / "grad-cluster.npy").tobytes()
+    assert (
+        np.load(tmp_path / "grad-threads.npy").tobytes()
+        == np.load(tmp_path / "grad-cluster.npy").tobytes()
+    )
 
 
 def test_one_pass_for_loss_lse_grad_and_store(tmp_path, monkeypatch, rng):
@@ -384,9 +429,12 @@ def test_one_pass_for_loss_lse_grad_and_store(tmp_path, monkeypatch, rng):
     stored = xd.to_npy(grad, tmp_path / "grad.npy", compute=False)
     __import__("dask").compute(loss, lse, stored, scheduler="threads")
     assert len(calls) == 3
-    np.testing.assert_allclose(np.load(tmp_path / "grad.npy"),
-                               xentc.cross_entropy_with_grad(logits, target)[1], rtol=1e-5,
-                               atol=1e-8)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "grad.npy"),
+        xentc.cross_entropy_with_grad(logits, target)[1],
+        rtol=1e-5,
+        atol=1e-8,
+    )
 
 
 def test_npy_file_read_only(tmp_path):
@@ -399,9 +447,16 @@ def test_npy_file_read_only(tmp_path):
 # ---- errors -------------------------------------------------------------------------------------
 
 # Cases of test_errors whose fault is in the values: they can only be found in the blocks.
-VALUE_CASES = {"target-index-C", "target-index-negative", "target-index-custom-ignore",
-               "target-uint16-65436", "target-uint64-wraps-to-minus-100",
-               "target-int8-out-of-range", "sample_weight-negative", "sample_weight-nan"}
+VALUE_CASES = {
+    "target-index-C",
+    "target-index-negative",
+    "target-index-custom-ignore",
+    "target-uint16-65436",
+    "target-uint64-wraps-to-minus-100",
+    "target-int8-out-of-range",
+    "sample_weight-negative",
+    "sample_weight-nan",
+}
 
 
 def _poison(block):
@@ -450,8 +505,9 @@ def test_unknown_chunk_sizes():
         xd.cross_entropy(x, np.zeros(6, np.int64))
 
 
-@pytest.mark.skipif(HAVE_SHARDS, reason="this build has xentc._dask_shards (class-chunked "
-                                         "logits are tested above)")
+@pytest.mark.skipif(
+    HAVE_SHARDS, reason="this build has xentc._dask_shards (class-chunked logits are tested above)"
+)
 def test_class_chunks_without_shards_module():
     x = da.zeros((4, 10), chunks=(2, 5))
     with pytest.raises(NotImplementedError, match="class axis"):

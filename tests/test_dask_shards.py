@@ -39,8 +39,15 @@ OPTIONS = [
     {"reduction": "mean"},
     {"reduction": "sum", "label_smoothing": 0.1, "z_loss": 1e-3, "weight": True},
     {"reduction": "none", "sample_weight": True, "grad_output": "rows"},
-    {"reduction": "mean", "sample_weight": True, "weight": True, "ignore_index": 4,
-     "label_smoothing": 0.2, "z_loss": 1e-2, "grad_output": 0.5},
+    {
+        "reduction": "mean",
+        "sample_weight": True,
+        "weight": True,
+        "ignore_index": 4,
+        "label_smoothing": 0.2,
+        "z_loss": 1e-2,
+        "grad_output": 0.5,
+    },
 ]
 
 
@@ -76,24 +83,28 @@ def test_matches_the_core_api(kind, chunking, options, dtype, rng):
     opts = concrete(options, rng, logits.shape[:-1], logits.shape[-1])
     if kind == "prob":
         opts.pop("ignore_index", None)
-    loss, lse, grad = blocks_call(logits, target, CHUNKINGS[chunking], opts,
-                                  dask_inputs=chunking == "classes+rows")
+    loss, lse, grad = blocks_call(
+        logits, target, CHUNKINGS[chunking], opts, dask_inputs=chunking == "classes+rows"
+    )
     assert grad.chunks == da.from_array(logits, chunks=CHUNKINGS[chunking]).chunks
     loss_v, lse_v, grad_v = dask.compute(loss, lse, grad, scheduler="threads")
     core_loss, core_lse, core_grad = xentc.cross_entropy_with_grad(
-        logits, target, return_lse=True, **opts)
+        logits, target, return_lse=True, **opts
+    )
     tol = TOL[dtype]
     if opts["reduction"] == "none":
         assert loss_v.dtype == dtype and loss_v.shape == core_loss.shape
     else:
         assert loss.shape == () and np.ndim(loss_v) == 0
-    np.testing.assert_allclose(np.asarray(loss_v, np.float64), core_loss, rtol=tol["rtol"],
-                               atol=tol["atol"])
+    np.testing.assert_allclose(
+        np.asarray(loss_v, np.float64), core_loss, rtol=tol["rtol"], atol=tol["atol"]
+    )
     assert lse_v.dtype == dtype
     np.testing.assert_allclose(lse_v, core_lse, rtol=tol["rtol"], atol=tol["atol"])
     assert grad_v.dtype == dtype
-    scale = unit_grad_scale(logits, target, opts, opts.get("grad_output"),
-                            core_lse.astype(np.float64))
+    scale = unit_grad_scale(
+        logits, target, opts, opts.get("grad_output"), core_lse.astype(np.float64)
+    )
     check_grad(grad_v, core_grad.astype(np.float64), dtype, scale, chunking)
 
 
@@ -114,21 +125,26 @@ def test_mean_of_fully_ignored_row_blocks(rng):
     logits = rng.normal(size=(8, 20))
     target = rng.integers(0, 20, 8)
     target[:4] = -100  # the first block of rows has nothing that counts
-    loss, grad = cross_entropy_blocks(da.from_array(logits, chunks=(4, 5)), target,
-                                      with_grad=True)
+    loss, grad = cross_entropy_blocks(da.from_array(logits, chunks=(4, 5)), target, with_grad=True)
     expected_loss, expected_grad = xentc.cross_entropy_with_grad(logits, target)
     np.testing.assert_allclose(float(loss.compute()), expected_loss, rtol=1e-12)
     np.testing.assert_allclose(grad.compute(), expected_grad, atol=1e-12)
     # all rows ignored: nan, and an all-zero gradient
-    loss, grad = cross_entropy_blocks(da.from_array(logits, chunks=(4, 5)), np.full(8, -100),
-                                      with_grad=True)
+    loss, grad = cross_entropy_blocks(
+        da.from_array(logits, chunks=(4, 5)), np.full(8, -100), with_grad=True
+    )
     assert math.isnan(float(loss.compute())) and not grad.compute().any()
 
 
 def test_bitwise_identical_across_schedulers(rng):
     logits, target = make_problem("index", np.float32, rng, shape=(40, 300))
-    options = {"reduction": "mean", "label_smoothing": 0.1, "z_loss": 1e-3,
-               "weight": rng.uniform(0.5, 2.0, 300), "sample_weight": rng.uniform(size=40)}
+    options = {
+        "reduction": "mean",
+        "label_smoothing": 0.1,
+        "z_loss": 1e-3,
+        "weight": rng.uniform(0.5, 2.0, 300),
+        "sample_weight": rng.uniform(size=40),
+    }
     darr = da.from_array(logits, chunks=(9, 70))
     results = cross_entropy_blocks(darr, target, with_grad=True, return_lse=True, **options)
     sync = dask.compute(*results, scheduler="synchronous")
@@ -142,8 +158,9 @@ def test_bitwise_identical_in_worker_processes(rng):
     # tasks and their results (ShardStats, ShardTotals) travel between processes pickled
     logits, target = make_problem("prob", np.float64, rng, shape=(20, 90))
     darr = da.from_array(logits, chunks=(10, 30))
-    results = cross_entropy_blocks(darr, target, with_grad=True, return_lse=True,
-                                   reduction="mean", label_smoothing=0.1)
+    results = cross_entropy_blocks(
+        darr, target, with_grad=True, return_lse=True, reduction="mean", label_smoothing=0.1
+    )
     sync = dask.compute(*results, scheduler="synchronous")
     spawned = dask.compute(*results, scheduler="processes", num_workers=2)
     for a, b in zip(sync, spawned):

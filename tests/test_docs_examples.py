@@ -91,7 +91,8 @@ def test_every_fence_names_its_language(page):
         if language.startswith("{"):  # a MyST directive ({toctree}, {include}, {eval-rst})
             continue
         assert language in LANGUAGES, (
-            f"{page.name}:{line}: code fence {info!r}; use one of {sorted(LANGUAGES)}")
+            f"{page.name}:{line}: code fence {info!r}; use one of {sorted(LANGUAGES)}"
+        )
 
 
 @pytest.mark.parametrize(("name", "code"), python_blocks())
@@ -142,8 +143,12 @@ def test_public_api_docstrings_have_numpydoc_sections():
             continue
         obj = getattr(xentc, name)
         doc = obj.__doc__ or ""
-        wanted = (("Attributes", "Examples") if isinstance(obj, type)
-                  else ("Parameters", "Returns", "Examples"))
+        wanted = (
+            ("Attributes", "Examples")
+            if isinstance(obj, type)
+            else ("Parameters", "Returns", "Examples")
+        )
         for section in wanted:
             assert f"\n{section}\n" in doc.replace("    ", ""), (
-                f"xentc.{name}'s docstring has no {section} section")
+                f"xentc.{name}'s docstring has no {section} section"
+            )

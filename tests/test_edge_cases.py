@@ -25,12 +25,16 @@ def both(logits, target, **kw):
     """(loss, lse, grad) from cross_entropy_with_grad, after checking cross_entropy agrees."""
     loss, lse, grad = xentc.cross_entropy_with_grad(logits, target, return_lse=True, **kw)
     kw.pop("grad_output", None)
-    np.testing.assert_array_equal(xentc.cross_entropy(logits, target, **kw), loss,
-                                  err_msg=f"cross_entropy != cross_entropy_with_grad, {kw}")
+    np.testing.assert_array_equal(
+        xentc.cross_entropy(logits, target, **kw),
+        loss,
+        err_msg=f"cross_entropy != cross_entropy_with_grad, {kw}",
+    )
     return loss, lse, grad
 
 
 # ---- empty and degenerate shapes ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(0, 7), (2, 0, 7), (0, 1)], ids=str)
 @pytest.mark.parametrize("soft", [False, True], ids=["index", "probs"])
@@ -67,11 +71,18 @@ def test_one_class(rng, dtype):
             np.testing.assert_array_equal(lse, logits[:, 0], err_msg=case)
         kw = {"reduction": reduction, "z_loss": 0.01}
         loss, lse, grad = both(logits, target, **kw)
-        assert_close(dtype, loss, naive(logits, target, **kw), f"C=1 z_loss {reduction}",
-                     got_grad=grad, got_lse=lse)
+        assert_close(
+            dtype,
+            loss,
+            naive(logits, target, **kw),
+            f"C=1 z_loss {reduction}",
+            got_grad=grad,
+            got_lse=lse,
+        )
 
 
 # ---- rows that do not count ---------------------------------------------------------------------
+
 
 def _check_nothing_counts(logits, target, case, **kw):
     for reduction in REDUCTIONS:
@@ -84,16 +95,26 @@ def _check_nothing_counts(logits, target, case, **kw):
         else:
             np.testing.assert_array_equal(loss, np.zeros(len(logits), logits.dtype), err_msg=c)
         np.testing.assert_array_equal(grad, np.zeros_like(logits), err_msg=f"{c}: grad all zeros")
-        np.testing.assert_allclose(lse, naive_lse(logits.astype(np.float64)), err_msg=f"{c}: lse",
-                                   rtol=TOL[logits.dtype]["rtol"])
+        np.testing.assert_allclose(
+            lse,
+            naive_lse(logits.astype(np.float64)),
+            err_msg=f"{c}: lse",
+            rtol=TOL[logits.dtype]["rtol"],
+        )
 
 
 def test_all_rows_ignored(rng, dtype):
     logits = rng.standard_normal((6, 5)).astype(dtype)
     _check_nothing_counts(logits, np.full(6, -100), "all ignored")
     _check_nothing_counts(logits, np.full(6, 3), "all ignored, ignore_index=3", ignore_index=3)
-    _check_nothing_counts(logits, np.full(6, -100), "all ignored with options", z_loss=0.1,
-                          label_smoothing=0.2, weight=np.arange(1.0, 6.0))
+    _check_nothing_counts(
+        logits,
+        np.full(6, -100),
+        "all ignored with options",
+        z_loss=0.1,
+        label_smoothing=0.2,
+        weight=np.arange(1.0, 6.0),
+    )
 
 
 def test_all_counted_rows_have_zero_sample_weight(rng, dtype):
@@ -114,8 +135,14 @@ def test_ignore_index_inside_class_range(rng, dtype):
     for reduction in REDUCTIONS:
         kw = {"ignore_index": 1, "reduction": reduction}
         loss, lse, grad = both(logits, target, **kw)
-        assert_close(dtype, loss, naive(logits, target, **kw), f"ignore_index=1 {reduction}",
-                     got_grad=grad, got_lse=lse)
+        assert_close(
+            dtype,
+            loss,
+            naive(logits, target, **kw),
+            f"ignore_index=1 {reduction}",
+            got_grad=grad,
+            got_lse=lse,
+        )
         assert np.all(grad[target == 1] == 0), "rows with target == ignore_index get no gradient"
 
 
@@ -133,13 +160,16 @@ def test_non_counting_rows_stay_exact_zero_with_nan_logits(rng, dtype):
         assert np.isnan(lse[row]), f"lse of a NaN row {row} is NaN (scipy)"
     finite = [0, 2, 4]
     assert np.all(np.isfinite(loss[finite])) and np.all(np.isfinite(grad[finite])), (
-        "counted finite rows stay finite next to non-counting NaN rows")
+        "counted finite rows stay finite next to non-counting NaN rows"
+    )
     for reduction in ("mean", "sum"):
-        assert np.isfinite(xentc.cross_entropy(logits, target, reduction=reduction,
-                                               sample_weight=sample_weight)), reduction
+        assert np.isfinite(
+            xentc.cross_entropy(logits, target, reduction=reduction, sample_weight=sample_weight)
+        ), reduction
 
 
 # ---- huge and non-finite logits -----------------------------------------------------------------
+
 
 def test_huge_logits_are_finite(rng, dtype):
     big = 1e30 if dtype == np.float32 else 1e300
@@ -158,17 +188,25 @@ def test_huge_logits_are_finite(rng, dtype):
 
 
 def test_masked_classes(dtype):
-    logits = np.array([[0.0, NEG_INF, 1.0, NEG_INF],   # masked classes among finite ones
-                       [NEG_INF, 3.0, NEG_INF, NEG_INF],  # the only finite logit is the target
-                       [1.0, NEG_INF, 2.0, 0.5]],  # the target's logit is -inf
-                      dtype)
+    logits = np.array(
+        [
+            [0.0, NEG_INF, 1.0, NEG_INF],  # masked classes among finite ones
+            [NEG_INF, 3.0, NEG_INF, NEG_INF],  # the only finite logit is the target
+            [1.0, NEG_INF, 2.0, 0.5],
+        ],  # the target's logit is -inf
+        dtype,
+    )
     target = np.array([2, 1, 1])
     loss, lse, grad = both(logits, target, reduction="none")
     finite = naive(logits[:1, [0, 2]], np.array([1]), reduction="none")
     assert_close(dtype, loss[:1], finite, "row with masked classes")
-    np.testing.assert_allclose(grad[0, [0, 2]], finite.grad[0], rtol=0,
-                               atol=TOL[dtype]["grad_atol"],
-                               err_msg="grad of the finite classes next to masked ones")
+    np.testing.assert_allclose(
+        grad[0, [0, 2]],
+        finite.grad[0],
+        rtol=0,
+        atol=TOL[dtype]["grad_atol"],
+        err_msg="grad of the finite classes next to masked ones",
+    )
     tiny = np.finfo(dtype).tiny
     assert np.all(np.abs(grad[0, [1, 3]]) <= tiny), "masked classes: gradient 0 (or a denormal)"
     assert loss[1] == 0, "only finite logit is the target: loss exactly 0"
@@ -177,8 +215,13 @@ def test_masked_classes(dtype):
     assert loss[2] == np.inf, "target logit -inf: infinite loss"
     assert np.all(np.isfinite(grad[2])), "target logit -inf: gradient finite (p - onehot)"
     p = np.exp(logits[2].astype(np.float64) - lse[2].astype(np.float64))
-    np.testing.assert_allclose(grad[2], p - [0, 1, 0, 0], rtol=0, atol=TOL[dtype]["grad_atol"] * 10,
-                               err_msg="target logit -inf: grad is p - onehot")
+    np.testing.assert_allclose(
+        grad[2],
+        p - [0, 1, 0, 0],
+        rtol=0,
+        atol=TOL[dtype]["grad_atol"] * 10,
+        err_msg="target logit -inf: grad is p - onehot",
+    )
     assert xentc.cross_entropy(logits, target, reduction="sum") == np.inf, "sum with an inf row"
 
     # With label smoothing every class has a positive target weight: a masked class gives +inf.
@@ -194,12 +237,10 @@ def test_zero_weight_on_masked_class_with_target_mass(dtype, label_smoothing):
     # makes the row's loss +inf. Written out in float64: t' = (1 - eps) t + eps / C,
     # loss = -sum_k w_k t'_k log p_k over the classes with w_k t'_k != 0,
     # grad_k = p_k sum_j w_j t'_j - w_k t'_k.
-    logits = np.array([[1.0, NEG_INF, 0.5, 2.0],
-                       [0.0, 1.0, NEG_INF, -1.0],
-                       [0.2, NEG_INF, NEG_INF, -0.7]], dtype)
-    probs = np.array([[0.5, 0.3, 0.2, 0.0],
-                      [0.25, 0.25, 0.25, 0.25],
-                      [0.1, 0.4, 0.2, 0.3]], dtype)
+    logits = np.array(
+        [[1.0, NEG_INF, 0.5, 2.0], [0.0, 1.0, NEG_INF, -1.0], [0.2, NEG_INF, NEG_INF, -0.7]], dtype
+    )
+    probs = np.array([[0.5, 0.3, 0.2, 0.0], [0.25, 0.25, 0.25, 0.25], [0.1, 0.4, 0.2, 0.3]], dtype)
     weight = np.array([1.0, 0.0, 0.0, 2.0], dtype)
     z = logits.astype(np.float64)
     peak = z.max(axis=1, keepdims=True)
@@ -210,19 +251,22 @@ def test_zero_weight_on_masked_class_with_target_mass(dtype, label_smoothing):
     want_grad = np.exp(log_p) * wt.sum(axis=1, keepdims=True) - wt
     case = f"zero weight on masked classes, label_smoothing={label_smoothing}, dtype={dtype}"
     for reduction in REDUCTIONS:
-        loss, _lse, grad = both(logits, probs, weight=weight, label_smoothing=label_smoothing,
-                                reduction=reduction)
+        loss, _lse, grad = both(
+            logits, probs, weight=weight, label_smoothing=label_smoothing, reduction=reduction
+        )
         assert np.all(np.isfinite(loss)) and np.all(np.isfinite(grad)), f"{case} {reduction}"
-    loss, _lse, grad = both(logits, probs, weight=weight, label_smoothing=label_smoothing,
-                            reduction="none")
-    np.testing.assert_allclose(loss, want_loss, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"],
-                               err_msg=case)
-    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=TOL[dtype]["grad_atol"],
-                               err_msg=case)
+    loss, _lse, grad = both(
+        logits, probs, weight=weight, label_smoothing=label_smoothing, reduction="none"
+    )
+    np.testing.assert_allclose(
+        loss, want_loss, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"], err_msg=case
+    )
+    np.testing.assert_allclose(grad, want_grad, rtol=0, atol=TOL[dtype]["grad_atol"], err_msg=case)
     # The same mass on a masked class of positive weight: +inf, as without weights.
     positive = np.array([1.0, 1.0, 0.0, 2.0], dtype)
-    loss = xentc.cross_entropy(logits, probs, weight=positive, label_smoothing=label_smoothing,
-                               reduction="none")
+    loss = xentc.cross_entropy(
+        logits, probs, weight=positive, label_smoothing=label_smoothing, reduction="none"
+    )
     assert loss[0] == np.inf and np.isfinite(loss[1]), f"{case}: positive weight, {loss}"
 
 
@@ -235,19 +279,22 @@ def test_masked_classes_soft_targets(dtype):
     ref = naive(logits[:, [0, 2]], probs[:, [0, 2]], reduction="none")
     assert_close(dtype, loss, ref, "soft targets, masked class with t == 0")
     assert np.all(np.isfinite(grad)) and abs(grad[0, 1]) <= np.finfo(dtype).tiny, (
-        f"soft targets, masked class: finite grad, 0 on the masked class; got {grad}")
+        f"soft targets, masked class: finite grad, 0 on the masked class; got {grad}"
+    )
     assert xentc.cross_entropy(logits, probs, label_smoothing=0.1) == np.inf, (
-        "soft targets, masked class, label_smoothing=0.1: +inf")
+        "soft targets, masked class, label_smoothing=0.1: +inf"
+    )
 
 
-@pytest.mark.parametrize("n_classes,start", [(2000, 0), (70001, 32768)],
-                         ids=["first-block", "second-chunk"])
+@pytest.mark.parametrize(
+    "n_classes,start", [(2000, 0), (70001, 32768)], ids=["first-block", "second-chunk"]
+)
 def test_nan_among_leading_neg_inf(rng, dtype, n_classes, start):
     # A NaN in a run of -inf that fills whole blocks of the online pass (512 logits; and from a
     # chunk's start, where the running max restarts): the running max is still -inf there, and
     # the NaN must still reach the row's sum (torch: NaN loss, NaN gradient row).
     logits = rng.standard_normal((2, n_classes)).astype(dtype)
-    logits[1, start:start + 1500] = NEG_INF
+    logits[1, start : start + 1500] = NEG_INF
     logits[1, start + 7] = np.nan
     target = np.array([3, 2])
     for n_threads in (1, 2):
@@ -302,19 +349,23 @@ def test_non_finite_rows(rng, dtype, bad):
 
 # ---- return types, outputs ----------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("other", [np.float32, np.float64], ids=["others-f32", "others-f64"])
 @pytest.mark.parametrize("soft", [False, True], ids=["index", "probs"])
 def test_return_types(rng, dtype, other, soft):
     logits = rng.standard_normal((4, 3, 5)).astype(dtype)
-    target = (np.full(logits.shape, 0.2, other) if soft else rng.integers(0, 5, (4, 3)))
+    target = np.full(logits.shape, 0.2, other) if soft else rng.integers(0, 5, (4, 3))
     kw = {"weight": np.ones(5, other), "sample_weight": np.ones((4, 3), other)}
     for reduction in REDUCTIONS:
         case = f"reduction={reduction} logits={dtype} others={np.dtype(other)} soft={soft}"
-        results = [xentc.cross_entropy(logits, target, reduction=reduction, **kw),
-                   xentc.cross_entropy(logits, target, reduction=reduction, return_lse=True, **kw),
-                   xentc.cross_entropy_with_grad(logits, target, reduction=reduction, **kw),
-                   xentc.cross_entropy_with_grad(logits, target, reduction=reduction,
-                                                 return_lse=True, **kw)]
+        results = [
+            xentc.cross_entropy(logits, target, reduction=reduction, **kw),
+            xentc.cross_entropy(logits, target, reduction=reduction, return_lse=True, **kw),
+            xentc.cross_entropy_with_grad(logits, target, reduction=reduction, **kw),
+            xentc.cross_entropy_with_grad(
+                logits, target, reduction=reduction, return_lse=True, **kw
+            ),
+        ]
         assert not isinstance(results[0], tuple), case
         assert [len(r) for r in results[1:]] == [2, 2, 3], case
         for loss in (results[0], results[1][0], results[2][0], results[3][0]):
@@ -339,8 +390,9 @@ def test_grad_output_scaling(rng, dtype):
         loss1, g1 = xentc.cross_entropy_with_grad(logits, target, reduction=reduction)
         for go in (-2.0, 0.0, np.array(4.0), 0.5):
             case = f"{reduction} grad_output={go!r}"
-            loss, g = xentc.cross_entropy_with_grad(logits, target, reduction=reduction,
-                                                    grad_output=go)
+            loss, g = xentc.cross_entropy_with_grad(
+                logits, target, reduction=reduction, grad_output=go
+            )
             assert loss == loss1, f"{case}: the loss is never scaled by grad_output"
             # Scaling by a power of two (or 0) is exact, so the product must match bitwise.
             np.testing.assert_array_equal(g, (g1 * dtype.type(go)).astype(dtype), err_msg=case)
@@ -352,8 +404,13 @@ def test_grad_output_scaling(rng, dtype):
     # Gradient accumulation: 'sum' with grad_output = 1/D equals the 'mean' gradient.
     _, gm = xentc.cross_entropy_with_grad(logits, target, reduction="mean")
     _, gs = xentc.cross_entropy_with_grad(logits, target, reduction="sum", grad_output=1 / 6)
-    np.testing.assert_allclose(gs, gm, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] / 6,
-                               err_msg="sum with grad_output=1/D vs mean")
+    np.testing.assert_allclose(
+        gs,
+        gm,
+        rtol=TOL[dtype]["rtol"],
+        atol=TOL[dtype]["atol"] / 6,
+        err_msg="sum with grad_output=1/D vs mean",
+    )
 
 
 def test_large_vocabulary_float32():
@@ -370,27 +427,42 @@ def test_large_vocabulary_float32():
     for reduction in ("none", "mean"):
         loss, lse, grad = both(logits, target, reduction=reduction)
         ref = naive(logits, target, reduction=reduction)
-        np.testing.assert_allclose(loss, ref.loss, rtol=1e-5, atol=1e-6,
-                                   err_msg=f"C=256000 float32 loss, {reduction}")
+        np.testing.assert_allclose(
+            loss, ref.loss, rtol=1e-5, atol=1e-6, err_msg=f"C=256000 float32 loss, {reduction}"
+        )
         np.testing.assert_allclose(lse, ref.lse, rtol=1e-5, atol=1e-6, err_msg="C=256000 lse")
-        np.testing.assert_allclose(grad * ref.unit, ref.grad * ref.unit, rtol=0, atol=1e-6,
-                                   err_msg=f"C=256000 float32 grad, {reduction}")
+        np.testing.assert_allclose(
+            grad * ref.unit,
+            ref.grad * ref.unit,
+            rtol=0,
+            atol=1e-6,
+            err_msg=f"C=256000 float32 grad, {reduction}",
+        )
     np.testing.assert_allclose(xentc.logsumexp(logits), ref.lse, rtol=1e-5, err_msg="logsumexp")
 
 
 def test_inputs_unmodified(rng, dtype):
     logits = rng.standard_normal((6, 5)).astype(dtype)
     logits[0, 1] = NEG_INF
-    arrays = {"index": np.array([0, 1, 2, -100, 4, 3]), "probs": np.full((6, 5), 0.2),
-              "weight": rng.uniform(0.5, 2, 5), "sample_weight": rng.uniform(0, 2, 6),
-              "grad_output": rng.uniform(-1, 1, 6)}
+    arrays = {
+        "index": np.array([0, 1, 2, -100, 4, 3]),
+        "probs": np.full((6, 5), 0.2),
+        "weight": rng.uniform(0.5, 2, 5),
+        "sample_weight": rng.uniform(0, 2, 6),
+        "grad_output": rng.uniform(-1, 1, 6),
+    }
     before = {k: v.copy() for k, v in arrays.items()}
     before["logits"] = logits.copy()
     a = arrays
     for target in (a["index"], a["probs"]):
         for reduction in REDUCTIONS:
-            kw = {"weight": a["weight"], "sample_weight": a["sample_weight"],
-                  "reduction": reduction, "label_smoothing": 0.1, "z_loss": 0.01}
+            kw = {
+                "weight": a["weight"],
+                "sample_weight": a["sample_weight"],
+                "reduction": reduction,
+                "label_smoothing": 0.1,
+                "z_loss": 0.01,
+            }
             xentc.cross_entropy(logits, target, return_lse=True, **kw)
             go = a["grad_output"] if reduction == "none" else None
             xentc.cross_entropy_with_grad(logits, target, return_lse=True, grad_output=go, **kw)
@@ -458,14 +530,19 @@ def test_zero_mean_denominator_zeroes_every_gradient_row(dtype, bad):
     for out in (None, "logits"):
         work = logits.copy()
         kw = {"out": work} if out else {}
-        loss, lse, grad = xentc.cross_entropy_with_grad(work, target, weight=weight,
-                                                        return_lse=True, **kw)
+        loss, lse, grad = xentc.cross_entropy_with_grad(
+            work, target, weight=weight, return_lse=True, **kw
+        )
         assert np.isnan(loss), f"mean over a zero denominator is nan, got {loss} (out={out})"
         assert np.all(grad == 0), f"gradient not all zero (out={out}): {grad}"
         with np.errstate(invalid="ignore"):
             expected_lse = scipy.special.logsumexp(logits.astype(np.float64), axis=-1)
-        np.testing.assert_allclose(lse, expected_lse, rtol=TOL[logits.dtype]["rtol"],
-                                   err_msg=f"lse of the logits as passed in (out={out})")
+        np.testing.assert_allclose(
+            lse,
+            expected_lse,
+            rtol=TOL[logits.dtype]["rtol"],
+            err_msg=f"lse of the logits as passed in (out={out})",
+        )
 
 
 def test_log_softmax_keeps_the_log_of_the_sum_beside_huge_logits(dtype):
@@ -506,8 +583,9 @@ def test_out_differing_only_in_a_length_one_axis_is_in_place(rng, dtype, view):
     if view == "flipped-row-axis":
         out = np.flip(work, axis=0)
     else:
-        out = np.lib.stride_tricks.as_strided(work, strides=(12345 * work.itemsize,
-                                                             work.strides[1]))
+        out = np.lib.stride_tricks.as_strided(
+            work, strides=(12345 * work.itemsize, work.strides[1])
+        )
     assert out.strides != work.strides
     _, grad = xentc.cross_entropy_with_grad(work, target, out=out)
     np.testing.assert_array_equal(work, expected)
@@ -541,24 +619,38 @@ def test_misaligned_contiguous_inputs_reach_the_kernels_aligned(rng, dtype, shap
     weight = rng.uniform(0.5, 2.0, c).astype(dtype)
     sample_weight = rng.uniform(0.5, 2.0, lead)
     kw = {"weight": weight, "sample_weight": sample_weight, "reduction": "none"}
-    bad = {"weight": _misaligned(weight), "sample_weight": _misaligned(sample_weight),
-           "reduction": "none"}
-    plan = _validate.plan_cross_entropy(_misaligned(logits), _misaligned(target), bad["weight"],
-                                        bad["sample_weight"], -100, "none", 0.0, 0.0, 1)
+    bad = {
+        "weight": _misaligned(weight),
+        "sample_weight": _misaligned(sample_weight),
+        "reduction": "none",
+    }
+    plan = _validate.plan_cross_entropy(
+        _misaligned(logits),
+        _misaligned(target),
+        bad["weight"],
+        bad["sample_weight"],
+        -100,
+        "none",
+        0.0,
+        0.0,
+        1,
+    )
     for name in ("target_index", "class_weight", "sample_weight"):
         assert getattr(plan, name).flags.aligned, f"{name} handed to the kernel misaligned"
     assert plan.logits.array.flags.aligned, "logits handed to the kernel misaligned"
     if lead:
         _, rows = _validate.check_grad_output(_misaligned(sample_weight), "none", lead)
         assert rows.flags.aligned, "grad_output handed to the kernel misaligned"
-    probs = _validate.plan_cross_entropy(logits, _misaligned(np.full(shape, 1.0 / c, dtype)),
-                                         None, None, -100, "none", 0.0, 0.0, 1).target_prob
+    probs = _validate.plan_cross_entropy(
+        logits, _misaligned(np.full(shape, 1.0 / c, dtype)), None, None, -100, "none", 0.0, 0.0, 1
+    ).target_prob
     assert probs.array.flags.aligned, "probabilities handed to the kernel misaligned"
     for fn in (xentc.logsumexp, xentc.softmax, xentc.log_softmax):
         assert _validate.plan_rows(_misaligned(logits), -1)[1].flags.aligned
         np.testing.assert_array_equal(fn(_misaligned(logits)), fn(logits))
     want = xentc.cross_entropy_with_grad(logits, target, grad_output=sample_weight, **kw)
-    got = xentc.cross_entropy_with_grad(_misaligned(logits), _misaligned(target),
-                                        grad_output=_misaligned(sample_weight), **bad)
+    got = xentc.cross_entropy_with_grad(
+        _misaligned(logits), _misaligned(target), grad_output=_misaligned(sample_weight), **bad
+    )
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])

@@ -24,7 +24,8 @@ def empty_arrays(shape, dtype):
         "np.empty": np.empty(shape, dtype),
         "np.zeros": np.zeros(shape, dtype),
         # A slice of a non-empty array keeps its parent's (non-zero) strides.
-        "slice": np.ones((*shape[:-1], shape[-1] + 2), dtype)[..., 1:-1][:0] if shape[0] == 0
+        "slice": np.ones((*shape[:-1], shape[-1] + 2), dtype)[..., 1:-1][:0]
+        if shape[0] == 0
         else np.ones((shape[0], 4, *shape[2:]), dtype)[:, 4:],
     }
 
@@ -49,21 +50,35 @@ def test_cross_entropy_with_grad_out_and_in_place(shape, dtype, soft):
         target = np.zeros(shape, dtype) if soft else np.zeros(lead, np.int64)
         for reduction in REDUCTIONS:
             grad_output = np.ones(lead) if reduction == "none" else 1.0
-            for out_name, out in [("out=None", None),
-                                  ("out=fresh", np.empty(shape, dtype)),
-                                  ("out=logits", logits)]:
-                case = (f"shape={shape} {maker} strides={logits.strides} soft={soft} "
-                        f"reduction={reduction} {out_name} dtype={np.dtype(dtype)}")
+            for out_name, out in [
+                ("out=None", None),
+                ("out=fresh", np.empty(shape, dtype)),
+                ("out=logits", logits),
+            ]:
+                case = (
+                    f"shape={shape} {maker} strides={logits.strides} soft={soft} "
+                    f"reduction={reduction} {out_name} dtype={np.dtype(dtype)}"
+                )
                 loss, lse, grad = xentc.cross_entropy_with_grad(
-                    logits, target, reduction=reduction, out=out, return_lse=True,
-                    grad_output=grad_output)
+                    logits,
+                    target,
+                    reduction=reduction,
+                    out=out,
+                    return_lse=True,
+                    grad_output=grad_output,
+                )
                 check_loss(loss, reduction, lead, dtype, case)
                 assert lse.shape == lead and lse.dtype == dtype, case
                 assert grad.shape == shape and grad.dtype == dtype, case
                 if out is not None:
                     assert np.shares_memory(grad, out) or grad.base is out or grad is out, case
-                check_loss(xentc.cross_entropy(logits, target, reduction=reduction), reduction,
-                           lead, dtype, case)
+                check_loss(
+                    xentc.cross_entropy(logits, target, reduction=reduction),
+                    reduction,
+                    lead,
+                    dtype,
+                    case,
+                )
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
@@ -86,8 +101,10 @@ def test_shards_with_out_and_in_place(reduction):
         target = np.zeros(0, np.int64)
         offsets = np.cumsum([0, *blocks_of])
         blocks = [logits[:, a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-        stats = [xentc.shard_stats(b, target, class_offset=a, n_classes=7)
-                 for b, a in zip(blocks, offsets)]
+        stats = [
+            xentc.shard_stats(b, target, class_offset=a, n_classes=7)
+            for b, a in zip(blocks, offsets)
+        ]
         totals = xentc.combine_shards(stats, reduction=reduction)
         case = f"shards {maker} strides={logits.strides} reduction={reduction}"
         check_loss(totals.loss, reduction, (0,), np.float32, case)
@@ -107,8 +124,9 @@ def test_dask_empty(shape):
     target = np.zeros(lead, np.int64)
     for reduction in REDUCTIONS:
         case = f"dask shape={shape} reduction={reduction}"
-        loss, lse, grad = xd.cross_entropy_with_grad(logits, target, reduction=reduction,
-                                                     return_lse=True)
+        loss, lse, grad = xd.cross_entropy_with_grad(
+            logits, target, reduction=reduction, return_lse=True
+        )
         loss, lse, grad = (np.asarray(v) for v in da.compute(loss, lse, grad))
         if reduction == "none":
             assert loss.shape == lead, case

@@ -67,7 +67,10 @@ def run_script(path, body):
     path.write_text(PRELUDE + textwrap.dedent(body))
     try:
         done = subprocess.run(
-            [sys.executable, str(path)], capture_output=True, text=True, timeout=TIMEOUT_S,
+            [sys.executable, str(path)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
             cwd=path.parent,
         )
     except subprocess.TimeoutExpired as exc:

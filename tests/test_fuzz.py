@@ -92,7 +92,8 @@ class Buffers:
             changed = np.flatnonzero(after != before)
             assert changed.size == 0, (
                 f"{changed.size} byte(s) changed outside `out` (first at byte {changed[0]} of "
-                f"{buf.size}); {msg}")
+                f"{buf.size}); {msg}"
+            )
 
 
 def restore_view(after, before, buf, view):
@@ -101,13 +102,11 @@ def restore_view(after, before, buf, view):
         return
     offset = view.__array_interface__["data"][0] - buf.__array_interface__["data"][0]
     target = np.ndarray(view.shape, view.dtype, buffer=after, offset=offset, strides=view.strides)
-    source = np.ndarray(view.shape, view.dtype, buffer=before, offset=offset,
-                        strides=view.strides)
+    source = np.ndarray(view.shape, view.dtype, buffer=before, offset=offset, strides=view.strides)
     target[...] = source
 
 
-def place(rng, bufs, shape, dtype, *, fill, steps=None, order=None, flips=(), zeros=(),
-          misalign=0):
+def place(rng, bufs, shape, dtype, *, fill, steps=None, order=None, flips=(), zeros=(), misalign=0):
     """A new array of `shape` and `dtype` inside a guarded buffer: axis k has memory rank
     order[k] (the last rank innermost), a step of steps[k] elements, is reversed when k in
     `flips`, repeated (stride 0) when k in `zeros`; the data starts `misalign` bytes off.
@@ -195,10 +194,17 @@ def logit_values(rng, shape, dtype):
 
 
 FLOATS = [np.float32, np.float64]
-INTS = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-        np.intp]
-BAD_LOGIT_DTYPES = [np.int32, np.int64, np.uint8, np.complex64, np.complex128, object, np.bool_,
-                    np.longdouble]
+INTS = [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64, np.intp]
+BAD_LOGIT_DTYPES = [
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.complex64,
+    np.complex128,
+    object,
+    np.bool_,
+    np.longdouble,
+]
 
 
 # ---- one case --------------------------------------------------------------------------------
@@ -225,9 +231,11 @@ class Case:
         return EITHER if self.maybe else OK
 
     def __str__(self):
-        return (f"fuzz case XENTC_FUZZ_SEED={self.seed} XENTC_FUZZ_CASE={self.index}: "
-                f"{self.fn}({'; '.join(self.notes)}); expected {self.expect} "
-                f"{self.reasons or self.maybe or ''}")
+        return (
+            f"fuzz case XENTC_FUZZ_SEED={self.seed} XENTC_FUZZ_CASE={self.index}: "
+            f"{self.fn}({'; '.join(self.notes)}); expected {self.expect} "
+            f"{self.reasons or self.maybe or ''}"
+        )
 
 
 def make_logits(case, for_rows):
@@ -240,8 +248,35 @@ def make_logits(case, for_rows):
         nd = 2
     else:
         lead_sizes = [0, 1, 1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 33]
-        classes = [1, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129,
-                   130, 255, 256, 257, 1000, 3000]
+        classes = [
+            1,
+            1,
+            2,
+            3,
+            4,
+            5,
+            7,
+            8,
+            9,
+            15,
+            16,
+            17,
+            31,
+            32,
+            33,
+            63,
+            64,
+            65,
+            127,
+            128,
+            129,
+            130,
+            255,
+            256,
+            257,
+            1000,
+            3000,
+        ]
         shape = [int(rng.choice(lead_sizes)) for _ in range(max(nd - 1, 0))]
         if nd:
             shape.append(0 if rng.random() < 0.03 else int(rng.choice(classes)))
@@ -274,8 +309,10 @@ def make_logits(case, for_rows):
         layout = random_layout(rng, shape, dtype.itemsize, allow_zero=True, allow_misalign=True)
         arr = place(rng, case.bufs, shape, dtype, fill=values.astype(dtype), **layout)
     arr = view_of_view(rng, view_of_view(rng, arr))
-    case.notes.append(f"logits {arr.dtype}{arr.shape} strides {arr.strides}"
-                      f"{' misaligned' if not arr.flags.aligned else ''}")
+    case.notes.append(
+        f"logits {arr.dtype}{arr.shape} strides {arr.strides}"
+        f"{' misaligned' if not arr.flags.aligned else ''}"
+    )
     if rng.random() < 0.1:
         arr.flags.writeable = False
         case.notes.append("read-only")
@@ -342,9 +379,14 @@ def make_target(case, arr, native):
                 values = np.array(values).astype(np.int64)
                 values.flat[int(rng.integers(n))] = bad
                 case.bad(f"target value {bad} outside [0, {c})")
-        t = place(case.rng, case.bufs, lead, dtype, fill=np.asarray(values).astype(dtype),
-                  **random_layout(rng, lead, dtype.itemsize, allow_zero=False,
-                                  allow_misalign=True))
+        t = place(
+            case.rng,
+            case.bufs,
+            lead,
+            dtype,
+            fill=np.asarray(values).astype(dtype),
+            **random_layout(rng, lead, dtype.itemsize, allow_zero=False, allow_misalign=True),
+        )
         if rng.random() < 0.06 and lead != (*lead, 1):
             t = np.zeros((*lead, 1), dtype=dtype)
             case.bad("index target of logits' shape + (1,)")
@@ -368,9 +410,14 @@ def make_target(case, arr, native):
         probs = rng.uniform(0, 1.5, size=arr.shape)  # not summing to 1: still defined
     if rng.random() < 0.15:
         dtype = dtype.newbyteorder()
-    t = place(rng, case.bufs, arr.shape, dtype, fill=probs.astype(dtype),
-              **random_layout(rng, arr.shape, dtype.itemsize, allow_zero=True,
-                              allow_misalign=True))
+    t = place(
+        rng,
+        case.bufs,
+        arr.shape,
+        dtype,
+        fill=probs.astype(dtype),
+        **random_layout(rng, arr.shape, dtype.itemsize, allow_zero=True, allow_misalign=True),
+    )
     if rng.random() < 0.05 and arr.ndim:
         t = np.zeros(lead, dtype=dtype)
         case.bad("probability target of shape logits.shape[:-1]")
@@ -397,9 +444,14 @@ def make_options(case, arr, native, with_grad):
             if c and rng.random() < 0.2 and case.target_kind != "prob":
                 w[int(rng.integers(c))] = 0.0
             dtype = np.dtype(FLOATS[int(rng.integers(2))])
-            kw["weight"] = place(rng, case.bufs, (c,), dtype, fill=w.astype(dtype),
-                                 **random_layout(rng, (c,), dtype.itemsize, allow_zero=False,
-                                                 allow_misalign=True))
+            kw["weight"] = place(
+                rng,
+                case.bufs,
+                (c,),
+                dtype,
+                fill=w.astype(dtype),
+                **random_layout(rng, (c,), dtype.itemsize, allow_zero=False, allow_misalign=True),
+            )
     if rng.random() < 0.3:
         r = rng.random()
         if r < 0.05:
@@ -417,31 +469,59 @@ def make_options(case, arr, native, with_grad):
                 case.bad("negative or NaN sample_weight")
             dtype = np.dtype(FLOATS[int(rng.integers(2))])
             kw["sample_weight"] = place(
-                rng, case.bufs, lead, dtype, fill=s.astype(dtype),
-                **random_layout(rng, lead, dtype.itemsize, allow_zero=False, allow_misalign=True))
+                rng,
+                case.bufs,
+                lead,
+                dtype,
+                fill=s.astype(dtype),
+                **random_layout(rng, lead, dtype.itemsize, allow_zero=False, allow_misalign=True),
+            )
     if rng.random() < 0.5:
         r = rng.random()
-        kw["reduction"] = (["none", "mean", "sum"][int(rng.integers(3))] if r < 0.95
-                           else [None, "MEAN", "avg", 1][int(rng.integers(4))])
+        kw["reduction"] = (
+            ["none", "mean", "sum"][int(rng.integers(3))]
+            if r < 0.95
+            else [None, "MEAN", "avg", 1][int(rng.integers(4))]
+        )
         if r >= 0.95:
             case.bad(f"reduction={kw['reduction']!r}")
     if rng.random() < 0.3:
         r = rng.random()
         if r < 0.85:
             kw["label_smoothing"] = [0.0, 0.1, 1.0, float(rng.random()), np.float32(0.25)][
-                int(rng.integers(5))]
+                int(rng.integers(5))
+            ]
         else:
-            kw["label_smoothing"] = [-0.1, 1.5, np.nan, np.inf, 10**400, "0.1", True, 1j,
-                                     np.complex128(0.1 + 1j), np.bool_(False)][
-                int(rng.integers(10))]
+            kw["label_smoothing"] = [
+                -0.1,
+                1.5,
+                np.nan,
+                np.inf,
+                10**400,
+                "0.1",
+                True,
+                1j,
+                np.complex128(0.1 + 1j),
+                np.bool_(False),
+            ][int(rng.integers(10))]
             case.bad(f"label_smoothing={kw['label_smoothing']!r}")
     if rng.random() < 0.3:
         r = rng.random()
         if r < 0.85:
             kw["z_loss"] = [0.0, 1e-4, 0.5, 3, np.float64(2e-3)][int(rng.integers(5))]
         else:
-            kw["z_loss"] = [-1e-4, np.nan, np.inf, -np.inf, 10**400, None, "1", 1j,
-                            np.complex64(1e-3 + 1e-3j), -(10**400)][int(rng.integers(10))]
+            kw["z_loss"] = [
+                -1e-4,
+                np.nan,
+                np.inf,
+                -np.inf,
+                10**400,
+                None,
+                "1",
+                1j,
+                np.complex64(1e-3 + 1e-3j),
+                -(10**400),
+            ][int(rng.integers(10))]
             case.bad(f"z_loss={kw['z_loss']!r}")
     if rng.random() < 0.25:
         # softcap / logit_scale (issue 6). Valid values for float64 logits only: in float32 the
@@ -454,9 +534,11 @@ def make_options(case, arr, native, with_grad):
             kw["logit_scale"] = [1.0, 0.0, 0.5, -2.0, np.float64(1.25), 3][int(rng.integers(6))]
         elif r >= 0.8:
             name = ["softcap", "logit_scale"][int(rng.integers(2))]
-            kw[name] = ([0.0, -1.0, np.nan, np.inf, "30", True, 1j, 10**400] if name == "softcap"
-                        else [np.nan, np.inf, -np.inf, None, "1", 1j, np.complex128(1)])[
-                int(rng.integers(8 if name == "softcap" else 7))]
+            kw[name] = (
+                [0.0, -1.0, np.nan, np.inf, "30", True, 1j, 10**400]
+                if name == "softcap"
+                else [np.nan, np.inf, -np.inf, None, "1", 1j, np.complex128(1)]
+            )[int(rng.integers(8 if name == "softcap" else 7))]
             case.bad(f"{name}={kw[name]!r}")
     if rng.random() < 0.4:
         kw["return_lse"] = bool(rng.random() < 0.5)
@@ -478,18 +560,26 @@ def make_options(case, arr, native, with_grad):
             g = rng.uniform(-2, 2, lead)
             dtype = np.dtype([np.float32, np.float64, np.int32][int(rng.integers(3))])
             kw["grad_output"] = place(
-                rng, case.bufs, lead, dtype, fill=g.astype(dtype),
-                **random_layout(rng, lead, dtype.itemsize, allow_zero=True, allow_misalign=True))
+                rng,
+                case.bufs,
+                lead,
+                dtype,
+                fill=g.astype(dtype),
+                **random_layout(rng, lead, dtype.itemsize, allow_zero=True, allow_misalign=True),
+            )
             if reduction != "none" and lead != ():
                 case.bad(f"an array grad_output for reduction={reduction!r}")
         else:
             kw["grad_output"] = [np.ones((*lead, 3)), "1", 1j, np.zeros(lead, np.complex64)][
-                int(rng.integers(4))]
+                int(rng.integers(4))
+            ]
             g = kw["grad_output"]
             bad_shape = isinstance(g, np.ndarray) and g.dtype.kind == "f"
             case.bad("grad_output of the wrong shape" if bad_shape else "grad_output of a bad type")
-    keys = ", ".join(f"{k}={v!r}" if not isinstance(v, np.ndarray)
-                     else f"{k}={v.dtype}{v.shape}" for k, v in kw.items())
+    keys = ", ".join(
+        f"{k}={v!r}" if not isinstance(v, np.ndarray) else f"{k}={v.dtype}{v.shape}"
+        for k, v in kw.items()
+    )
     case.notes.append(keys)
     return kw
 
@@ -527,11 +617,13 @@ def make_out(case, arr, native, target, kw):
             hi = offset + sum(max(0, (n - 1) * s) for n, s in zip(arr.shape, arr.strides))
             if lo + shift < 0 or hi + shift + arr.itemsize > base.nbytes:
                 shift = 0
-            out = np.ndarray(arr.shape, arr.dtype, buffer=base, offset=offset + shift,
-                             strides=arr.strides)
+            out = np.ndarray(
+                arr.shape, arr.dtype, buffer=base, offset=offset + shift, strides=arr.strides
+            )
             case.notes.append(f"out=logits shifted by {shift} bytes")
-        same = (out.__array_interface__["data"][0] == arr.__array_interface__["data"][0]
-                and all(a == b for a, b, n in zip(out.strides, arr.strides, out.shape) if n > 1))
+        same = out.__array_interface__["data"][0] == arr.__array_interface__["data"][0] and all(
+            a == b for a, b, n in zip(out.strides, arr.strides, out.shape) if n > 1
+        )
         if not out.dtype.isnative or not out.flags.aligned or not out.flags.writeable:
             case.bad("out: not native, aligned, writeable")
         elif any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
@@ -543,19 +635,22 @@ def make_out(case, arr, native, target, kw):
     if r < 0.8:
         kind = int(rng.integers(6))
         case.bad(f"hostile out #{kind}")
-        out = [lambda: np.empty(arr.shape, dtype=np.float32 if case.half else np.float16),
-               lambda: np.empty((*arr.shape[:-1], arr.shape[-1] + 1), dtype=native),
-               lambda: np.empty(arr.shape, dtype=native)[...].view(),
-               lambda: np.zeros(arr.shape, dtype=native).tolist(),
-               lambda: np.broadcast_to(np.zeros(arr.shape[-1:], dtype=native), arr.shape),
-               lambda: np.empty(arr.shape, dtype=np.dtype(native).newbyteorder())][kind]()
+        out = [
+            lambda: np.empty(arr.shape, dtype=np.float32 if case.half else np.float16),
+            lambda: np.empty((*arr.shape[:-1], arr.shape[-1] + 1), dtype=native),
+            lambda: np.empty(arr.shape, dtype=native)[...].view(),
+            lambda: np.zeros(arr.shape, dtype=native).tolist(),
+            lambda: np.broadcast_to(np.zeros(arr.shape[-1:], dtype=native), arr.shape),
+            lambda: np.empty(arr.shape, dtype=np.dtype(native).newbyteorder()),
+        ][kind]()
         if kind == 2:
             out.flags.writeable = False
         case.notes.append(f"out hostile #{kind}")
         return out
     shape = arr.shape
-    layout = random_layout(rng, shape, np.dtype(native).itemsize, allow_zero=True,
-                           allow_misalign=True)
+    layout = random_layout(
+        rng, shape, np.dtype(native).itemsize, allow_zero=True, allow_misalign=True
+    )
     out = place(rng, case.bufs, shape, native, fill=np.nan, **layout)
     case.notes.append(f"out {out.dtype}{out.shape} strides {out.strides}")
     if not out.flags.aligned:
@@ -587,8 +682,13 @@ def prepare_case(case):
     """Draw the case; returns the function that calls xentc and checks the outcome."""
     rng = case.rng
     r = rng.random()
-    fn = ("cross_entropy_with_grad" if r < 0.4 else "cross_entropy" if r < 0.75 else
-          ["logsumexp", "softmax", "log_softmax"][int(rng.integers(3))])
+    fn = (
+        "cross_entropy_with_grad"
+        if r < 0.4
+        else "cross_entropy"
+        if r < 0.75
+        else ["logsumexp", "softmax", "log_softmax"][int(rng.integers(3))]
+    )
     case.fn = fn
     for_rows = fn in ("logsumexp", "softmax", "log_softmax")
     as_passed, arr, values64, native = make_logits(case, for_rows)
@@ -610,17 +710,24 @@ def prepare_case(case):
     with np.errstate(invalid="ignore", over="ignore"):
         ref_args = {k: (np.array(v) if isinstance(v, np.ndarray) else v) for k, v in kw.items()}
         ref_target = np.array(target) if isinstance(target, np.ndarray) else target
-    return lambda: call_and_check(case, fn, as_passed, target, kw, values64, native,
-                                  ref_target, kind, ref_args, out)
+    return lambda: call_and_check(
+        case, fn, as_passed, target, kw, values64, native, ref_target, kind, ref_args, out
+    )
 
 
-def call_and_check(case, fn, as_passed, target, kw, values64, native, ref_target, kind,
-                   ref_args, out):
+def call_and_check(
+    case, fn, as_passed, target, kw, values64, native, ref_target, kind, ref_args, out
+):
     case.bufs.snapshot()
     # arrays outside the guarded buffers (hostile ones, mostly): compared as copies
-    loose = {k: v for k, v in [("target", target), *kw.items()]
-             if isinstance(v, np.ndarray) and k != "out" and v.dtype != object
-             and not any(np.may_share_memory(v, b) for b in case.bufs.items)}
+    loose = {
+        k: v
+        for k, v in [("target", target), *kw.items()]
+        if isinstance(v, np.ndarray)
+        and k != "out"
+        and v.dtype != object
+        and not any(np.may_share_memory(v, b) for b in case.bufs.items)
+    }
     copies = {k: v.copy() for k, v in loose.items()}
     result = call(case, getattr(xentc, fn), as_passed, target, **kw)
     case.bufs.check([case.out_view] if result is not None else [], str(case))
@@ -695,8 +802,14 @@ def check_rows(case, result, values64, native, axis):
         finite &= ~np.isnan(np.moveaxis(values64, axis, -1)).any(axis=-1)
         keep = np.moveaxis(np.broadcast_to(finite[..., None], moved.shape), -1, axis)
         got, expected = got[keep], expected[keep]
-    np.testing.assert_allclose(got, cast_like(expected, native), rtol=tol["rtol"],
-                               atol=tol["atol"], equal_nan=True, err_msg=str(case))
+    np.testing.assert_allclose(
+        got,
+        cast_like(expected, native),
+        rtol=tol["rtol"],
+        atol=tol["atol"],
+        equal_nan=True,
+        err_msg=str(case),
+    )
 
 
 def check_half_grad(grad, expected, dtype, scale, msg):
@@ -708,11 +821,15 @@ def check_half_grad(grad, expected, dtype, scale, msg):
     nan = np.isnan(expected)
     np.testing.assert_array_equal(np.isnan(got), nan, err_msg=f"grad NaN pattern; {msg}")
     mag = np.where(np.isfinite(expected), np.abs(expected), 0.0)
-    bound = np.spacing(mag.astype(np.float16)).astype(np.float64) + TOL[np.dtype(np.float32)][
-        "grad_atol"] / scale
+    bound = (
+        np.spacing(mag.astype(np.float16)).astype(np.float64)
+        + TOL[np.dtype(np.float32)]["grad_atol"] / scale
+    )
     bad = np.flatnonzero((got != expected) & ~(np.abs(got - expected) <= bound) & ~nan)
-    assert bad.size == 0, (f"grad {got.flat[bad[0]]!r} vs {expected.flat[bad[0]]!r} (bound "
-                           f"{bound.flat[bad[0]]:.3g}); {msg}")
+    assert bad.size == 0, (
+        f"grad {got.flat[bad[0]]!r} vs {expected.flat[bad[0]]!r} (bound "
+        f"{bound.flat[bad[0]]:.3g}); {msg}"
+    )
 
 
 def cast_like(expected, dtype):
@@ -724,10 +841,27 @@ def cast_like(expected, dtype):
 
 def check_xent(case, fn, result, values64, native, target, kind, kw, out):
     reduction = kw.get("reduction", "mean")
-    options = {k: kw[k] for k in ("weight", "sample_weight", "ignore_index", "label_smoothing",
-                                  "z_loss", "softcap", "logit_scale") if k in kw}
-    options = {k: (float(v) if k in ("label_smoothing", "z_loss", "softcap", "logit_scale")
-                   and v is not None else v) for k, v in options.items()}
+    options = {
+        k: kw[k]
+        for k in (
+            "weight",
+            "sample_weight",
+            "ignore_index",
+            "label_smoothing",
+            "z_loss",
+            "softcap",
+            "logit_scale",
+        )
+        if k in kw
+    }
+    options = {
+        k: (
+            float(v)
+            if k in ("label_smoothing", "z_loss", "softcap", "logit_scale") and v is not None
+            else v
+        )
+        for k, v in options.items()
+    }
     with np.errstate(all="ignore"):
         ref_loss, ref_lse = ref_cross_entropy(values64, target, reduction=reduction, **options)
     return_lse = kw.get("return_lse", False)
@@ -742,19 +876,26 @@ def check_xent(case, fn, result, values64, native, target, kind, kw, out):
         assert isinstance(lse, np.ndarray) and lse.dtype == native, f"lse {lse!r}; {case}"
         assert lse.shape == values64.shape[:-1], f"lse shape {lse.shape}; {case}"
         tol = TOL[np.dtype(native)]
-        np.testing.assert_allclose(lse.astype(np.float64), cast_like(ref_lse, native),
-                                   rtol=tol["rtol"], atol=tol["atol"], equal_nan=True,
-                                   err_msg=f"lse: {case}")
+        np.testing.assert_allclose(
+            lse.astype(np.float64),
+            cast_like(ref_lse, native),
+            rtol=tol["rtol"],
+            atol=tol["atol"],
+            equal_nan=True,
+            err_msg=f"lse: {case}",
+        )
     if fn != "cross_entropy_with_grad":
         assert len(parts) == (2 if return_lse else 1)
         return
     grad = parts[-1]
     grad_output = kw.get("grad_output")
     with np.errstate(all="ignore"):
-        expected = ref_grad(values64, target, reduction=reduction, grad_output=grad_output,
-                            **options)
-    scale = unit_grad_scale(values64, target, {"reduction": reduction, **options}, grad_output,
-                            ref_lse) / max(1.0, abs(options.get("logit_scale", 1.0)))
+        expected = ref_grad(
+            values64, target, reduction=reduction, grad_output=grad_output, **options
+        )
+    scale = unit_grad_scale(
+        values64, target, {"reduction": reduction, **options}, grad_output, ref_lse
+    ) / max(1.0, abs(options.get("logit_scale", 1.0)))
     if case.half is not None:
         check_half_grad(grad, expected, case.half, scale, str(case))
     else:
@@ -809,8 +950,10 @@ def main():
     args = parser.parse_args()
     start = time.perf_counter()
     count = fuzz(args.seed, args.cases, args.seconds)
-    print(f"xentc fuzz: {count} cases in {time.perf_counter() - start:.1f} s (seed {args.seed}), "
-          "no failure")
+    print(
+        f"xentc fuzz: {count} cases in {time.perf_counter() - start:.1f} s (seed {args.seed}), "
+        "no failure"
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,7 @@ F32 = np.dtype(np.float32)
 def _half_dtypes():
     yield pytest.param(np.dtype(np.float16), id="f16")
     marks = [] if ml_dtypes else [pytest.mark.skip(reason="ml_dtypes (test extra) gives bfloat16")]
-    yield pytest.param(np.dtype(ml_dtypes.bfloat16) if ml_dtypes else None, id="bf16",
-                       marks=marks)
+    yield pytest.param(np.dtype(ml_dtypes.bfloat16) if ml_dtypes else None, id="bf16", marks=marks)
 
 
 @pytest.fixture(params=list(_half_dtypes()))
@@ -68,7 +67,8 @@ def check_half_grad(grad, expected, dtype, scale, msg):
     bound = (ulp(expected, dtype) + TOL[F32]["grad_atol"] / scale)[~nan]
     worst = int(np.argmax(err - bound)) if err.size else 0
     assert np.all(err <= bound), (
-        f"grad: error {err[worst]:.3g} > {bound[worst]:.3g} at {worst}; {msg}")
+        f"grad: error {err[worst]:.3g} > {bound[worst]:.3g} at {worst}; {msg}"
+    )
 
 
 def make_case(rng, shape, dtype, options):
@@ -82,9 +82,15 @@ def make_case(rng, shape, dtype, options):
         target = rng.integers(0, c, n)
         target[::7] = -100
         if options == "all":
-            kw = {"reduction": "none", "weight": rng.uniform(0.5, 2.0, c),
-                  "sample_weight": rng.uniform(0.0, 2.0, n), "label_smoothing": 0.1,
-                  "z_loss": 1e-3, "grad_output": rng.uniform(-2, 2, n), "softcap": 30.0}
+            kw = {
+                "reduction": "none",
+                "weight": rng.uniform(0.5, 2.0, c),
+                "sample_weight": rng.uniform(0.0, 2.0, n),
+                "label_smoothing": 0.1,
+                "z_loss": 1e-3,
+                "grad_output": rng.uniform(-2, 2, n),
+                "softcap": 30.0,
+            }
     return logits, target, kw
 
 
@@ -100,8 +106,10 @@ def test_matches_reference(shape, options, layout, half, rng):
     ref_loss, ref_lse = ref_cross_entropy(logits, target, **kw)
     expected = ref_grad(logits, target, **kw, grad_output=grad_output)
     scale = unit_grad_scale(widen(logits), target, kw, grad_output, ref_lse)
-    msg = (f"shape={shape} dtype={half} options={options} layout={layout} "
-           f"isa={xentc._kernels.isa_active()}")
+    msg = (
+        f"shape={shape} dtype={half} options={options} layout={layout} "
+        f"isa={xentc._kernels.isa_active()}"
+    )
 
     x, out = logits, None
     if layout == "F":
@@ -115,12 +123,14 @@ def test_matches_reference(shape, options, layout, half, rng):
     elif layout == "out-strided":
         pad = np.full((shape[0], 2 * shape[1]), 7, half)
         out = pad[:, ::-2]
-    loss, lse, grad = xentc.cross_entropy_with_grad(x, target, grad_output=grad_output, out=out,
-                                                    return_lse=True, **kw)
+    loss, lse, grad = xentc.cross_entropy_with_grad(
+        x, target, grad_output=grad_output, out=out, return_lse=True, **kw
+    )
     check_loss(loss, ref_loss, F32, msg, reduction=kw["reduction"])  # float32 rows
     assert lse.dtype == F32, f"lse dtype {lse.dtype}; {msg}"
-    np.testing.assert_allclose(lse, ref_lse, rtol=TOL[F32]["rtol"], atol=TOL[F32]["atol"],
-                               err_msg=f"lse: {msg}")
+    np.testing.assert_allclose(
+        lse, ref_lse, rtol=TOL[F32]["rtol"], atol=TOL[F32]["atol"], err_msg=f"lse: {msg}"
+    )
     check_half_grad(grad, expected, half, scale, msg)
     if out is not None:
         assert np.shares_memory(grad, out), f"out= not used; {msg}"
@@ -145,17 +155,23 @@ def test_same_as_float32_kernel_on_widened_logits(half, rng):
     np.testing.assert_array_equal(widen(grad), widen(grad32.astype(half)))
 
 
-@pytest.mark.parametrize("shape", [(300, 10), (64, 3000), (2, 256000)],
-                         ids=lambda s: f"N{s[0]}-C{s[1]}")
+@pytest.mark.parametrize(
+    "shape", [(300, 10), (64, 3000), (2, 256000)], ids=lambda s: f"N{s[0]}-C{s[1]}"
+)
 def test_bitwise_across_threads(shape, half, rng):
     logits = (3 * rng.standard_normal(shape)).astype(np.float32).astype(half)
     target = rng.integers(0, shape[1], shape[0])
-    runs = [xentc.cross_entropy_with_grad(logits, target, reduction="none", return_lse=True,
-                                          n_threads=t) for t in (1, 2, 3)]
+    runs = [
+        xentc.cross_entropy_with_grad(
+            logits, target, reduction="none", return_lse=True, n_threads=t
+        )
+        for t in (1, 2, 3)
+    ]
     for t, other in zip((2, 3), runs[1:]):
         for a, b, what in zip(other, runs[0], ("loss", "lse", "grad")):
-            np.testing.assert_array_equal(widen(a), widen(b),
-                                          err_msg=f"{what}: n_threads={t} vs 1, {shape} {half}")
+            np.testing.assert_array_equal(
+                widen(a), widen(b), err_msg=f"{what}: n_threads={t} vs 1, {shape} {half}"
+            )
 
 
 _LONG = {}
@@ -170,8 +186,9 @@ def test_few_long_rows(half, rng):
         ref_loss, ref_lse = ref_cross_entropy(logits, target, reduction="sum")
         _LONG[key] = (logits, target, ref_loss, ref_lse, ref_grad(logits, target, reduction="sum"))
     logits, target, ref_loss, ref_lse, expected = _LONG[key]
-    loss, lse, grad = xentc.cross_entropy_with_grad(logits, target, reduction="sum",
-                                                    return_lse=True, n_threads=2)
+    loss, lse, grad = xentc.cross_entropy_with_grad(
+        logits, target, reduction="sum", return_lse=True, n_threads=2
+    )
     msg = f"(2, 256000) {half} isa={xentc._kernels.isa_active()}"
     check_loss(loss, ref_loss, F32, msg, reduction="sum")
     np.testing.assert_allclose(lse, ref_lse, rtol=TOL[F32]["rtol"], err_msg=msg)
@@ -190,8 +207,9 @@ def test_nan_and_inf(half):
     target = np.array([0, 1, c - 1, 7, -100])
     logits[4, 0] = np.nan
     with np.errstate(invalid="ignore"):
-        loss, lse, grad = xentc.cross_entropy_with_grad(logits, target, reduction="none",
-                                                        return_lse=True)
+        loss, lse, grad = xentc.cross_entropy_with_grad(
+            logits, target, reduction="none", return_lse=True
+        )
     ref_loss, ref_lse = ref_cross_entropy(logits, target, reduction="none")
     expected = ref_grad(logits, target, reduction="none")
     check_loss(loss, ref_loss, F32, f"non-finite {half}", reduction="none")
@@ -212,7 +230,8 @@ def test_out_must_have_the_half_dtype(half, rng):
 def test_half_probability_targets_are_rejected(half):
     logits = np.zeros((2, 3), half)
     for bad in (np.full((2, 3), 1 / 3, np.float16),) + (
-            (np.full((2, 3), 1 / 3, np.float32).astype(ml_dtypes.bfloat16),) if ml_dtypes else ()):
+        (np.full((2, 3), 1 / 3, np.float32).astype(ml_dtypes.bfloat16),) if ml_dtypes else ()
+    ):
         with pytest.raises(TypeError, match="target"):
             xentc.cross_entropy(logits, bad)
 
@@ -249,13 +268,15 @@ def test_dask_rows(half, rng):
     logits = (3 * rng.standard_normal((40, 200))).astype(np.float32).astype(half)
     target = rng.integers(0, 200, 40)
     want = xentc.cross_entropy_with_grad(logits, target, reduction="none", return_lse=True)
-    got = xentc.dask.cross_entropy_with_grad(da.from_array(logits, chunks=(16, -1)), target,
-                                             reduction="none", return_lse=True)
+    got = xentc.dask.cross_entropy_with_grad(
+        da.from_array(logits, chunks=(16, -1)), target, reduction="none", return_lse=True
+    )
     for a, b, what in zip(got, want, ("loss", "lse", "grad")):
         assert a.dtype == b.dtype, f"dask {what} dtype {a.dtype} vs {b.dtype}"
         np.testing.assert_array_equal(widen(a.compute()), widen(b), err_msg=f"dask {what}")
-    mean = xentc.dask.cross_entropy(da.from_array(logits, chunks=(16, -1)), target,
-                                    weight=rng.uniform(0.5, 2, 200)).compute()
+    mean = xentc.dask.cross_entropy(
+        da.from_array(logits, chunks=(16, -1)), target, weight=rng.uniform(0.5, 2, 200)
+    ).compute()
     assert math.isfinite(mean)
     with pytest.raises(NotImplementedError, match="dtype"):
         xentc.dask.cross_entropy(da.from_array(logits, chunks=(16, 100)), target)

@@ -43,7 +43,7 @@ def test_rows_past_2_31_elements():
     assert n_rows * n_classes > 2**31
     logits = np.empty((n_rows, n_classes), dtype=np.float32)
     for r in range(0, n_rows, BLOCK_ROWS):
-        logits[r:r + BLOCK_ROWS] = _rows(seed, r, logits[r:r + BLOCK_ROWS].shape)
+        logits[r : r + BLOCK_ROWS] = _rows(seed, r, logits[r : r + BLOCK_ROWS].shape)
     rng = np.random.default_rng(seed)
     target = rng.integers(0, n_classes, size=n_rows)
     target[::97] = -100  # ignored rows, the last ones among them, past 2**31 elements
@@ -60,10 +60,10 @@ def test_rows_past_2_31_elements():
     ref_lse = np.empty(n_rows)
     ref_loss = np.zeros(n_rows)
     for r in range(0, n_rows, BLOCK_ROWS):
-        z = logits[r:r + BLOCK_ROWS].astype(np.float64)
+        z = logits[r : r + BLOCK_ROWS].astype(np.float64)
         peak = z.max(axis=1)
-        ref_lse[r:r + len(z)] = peak + np.log(np.exp(z - peak[:, None]).sum(axis=1))
-        y = target[r:r + len(z)]
+        ref_lse[r : r + len(z)] = peak + np.log(np.exp(z - peak[:, None]).sum(axis=1))
+        y = target[r : r + len(z)]
         hit = y != -100
         rows = np.flatnonzero(hit)
         ref_loss[r + rows] = ref_lse[r + rows] - z[rows, y[hit]]
@@ -81,14 +81,14 @@ def test_rows_past_2_31_elements():
     assert loss == pytest.approx(ref_mean, rel=RTOL, abs=ATOL)
     worst = 0.0
     for r in range(0, n_rows, BLOCK_ROWS):
-        z = _rows(seed, r, logits[r:r + BLOCK_ROWS].shape).astype(np.float64)
-        want = np.exp(z - ref_lse[r:r + len(z), None])
-        y = target[r:r + len(z)]
+        z = _rows(seed, r, logits[r : r + BLOCK_ROWS].shape).astype(np.float64)
+        want = np.exp(z - ref_lse[r : r + len(z), None])
+        y = target[r : r + len(z)]
         hit = y != -100
         want[np.flatnonzero(hit), y[hit]] -= 1.0
         want[~hit] = 0.0
         # scaled to a unit-size loss: times the mean's denominator
-        err = np.abs(grad[r:r + len(z)].astype(np.float64) - want / denominator) * denominator
+        err = np.abs(grad[r : r + len(z)].astype(np.float64) - want / denominator) * denominator
         worst = max(worst, float(err.max()))
     assert worst <= GRAD_ATOL, f"gradient error {worst} (scaled to a unit-size loss)"
 
@@ -97,7 +97,7 @@ def test_one_row_past_2_31_classes():
     n_classes, seed = 2**31 + 7, 2
     logits = np.empty((1, n_classes), dtype=np.float32)
     for i in range(0, n_classes, CHUNK):
-        part = logits[0, i:i + CHUNK]
+        part = logits[0, i : i + CHUNK]
         part[:] = _chunk(seed, i, part.size)
     y = n_classes - 1  # the last class: its offset needs more than 31 bits
     logits[0, y] = 30.0  # far above the others (|z| < 20 here): the target holds most of the mass
@@ -106,9 +106,11 @@ def test_one_row_past_2_31_classes():
     start = time.perf_counter()
     loss, lse = xentc.cross_entropy(logits, target, return_lse=True)
     _report("1 x (2**31 + 7) float32 loss + lse", time.perf_counter() - start)
-    peak = max(float(logits[0, i:i + CHUNK].max()) for i in range(0, n_classes, CHUNK))
-    total = math.fsum(float(np.exp(logits[0, i:i + CHUNK].astype(np.float64) - peak).sum())
-                      for i in range(0, n_classes, CHUNK))
+    peak = max(float(logits[0, i : i + CHUNK].max()) for i in range(0, n_classes, CHUNK))
+    total = math.fsum(
+        float(np.exp(logits[0, i : i + CHUNK].astype(np.float64) - peak).sum())
+        for i in range(0, n_classes, CHUNK)
+    )
     ref_lse = peak + math.log(total)
     assert loss == pytest.approx(ref_lse - 30.0, rel=RTOL, abs=ATOL)
     assert float(lse[0]) == pytest.approx(ref_lse, rel=RTOL, abs=ATOL)
@@ -126,5 +128,5 @@ def test_one_row_past_2_31_classes():
         want = np.exp(z - ref_lse)
         if i + size == n_classes:
             want[-1] -= 1.0
-        worst = max(worst, float(np.abs(grad[0, i:i + size].astype(np.float64) - want).max()))
+        worst = max(worst, float(np.abs(grad[0, i : i + size].astype(np.float64) - want).max()))
     assert worst <= GRAD_ATOL, f"gradient error {worst}"

@@ -21,8 +21,19 @@ pytestmark = pytest.mark.usefixtures("every_isa")
 
 REDUCTIONS = ["mean", "sum", "none"]
 
-KINDS = ["C", "F", "rows-reversed", "cols-reversed", "both-reversed", "every-other-row",
-         "every-other-col", "padded-rows", "transposed-strided", "step-3x2", "misaligned"]
+KINDS = [
+    "C",
+    "F",
+    "rows-reversed",
+    "cols-reversed",
+    "both-reversed",
+    "every-other-row",
+    "every-other-col",
+    "padded-rows",
+    "transposed-strided",
+    "step-3x2",
+    "misaligned",
+]
 
 
 # xentc refuses a misaligned out= (it cannot copy its way around it, as it does for inputs),
@@ -63,15 +74,18 @@ def layout(values, kind):
 
 
 def describe(a):
-    return (f"shape={a.shape} dtype={a.dtype} strides={a.strides} "
-            f"C={a.flags.c_contiguous} F={a.flags.f_contiguous}")
+    return (
+        f"shape={a.shape} dtype={a.dtype} strides={a.strides} "
+        f"C={a.flags.c_contiguous} F={a.flags.f_contiguous}"
+    )
 
 
 def assert_padding_intact(buffer, view, what):
     if buffer is not None:
         n_pad = np.count_nonzero(np.isnan(buffer))
         assert n_pad == buffer.size - view.size, (
-            f"{what}: wrote outside the view ({describe(view)})")
+            f"{what}: wrote outside the view ({describe(view)})"
+        )
 
 
 def assert_same(got, want, err_msg):
@@ -91,8 +105,12 @@ def make_inputs(rng, dtype, options):
     target[::5] = -100
     kw = {}
     if options == "all":
-        kw = {"weight": rng.uniform(0.5, 2.0, C), "sample_weight": rng.uniform(0.0, 2.0, N),
-              "label_smoothing": 0.1, "z_loss": 1e-3}
+        kw = {
+            "weight": rng.uniform(0.5, 2.0, C),
+            "sample_weight": rng.uniform(0.0, 2.0, N),
+            "label_smoothing": 0.1,
+            "z_loss": 1e-3,
+        }
     elif options == "soft":
         target = scipy.special.softmax(rng.standard_normal((N, C)), axis=-1)
         kw = {"label_smoothing": 0.05}
@@ -107,16 +125,25 @@ def test_logits_layout(rng, dtype, kind, options):
     for reduction in REDUCTIONS:
         kw_r = dict(kw, reduction=reduction)
         case = f"{kind} {describe(view)} options={options} reduction={reduction}"
-        assert_same(xentc.cross_entropy(view, target, **kw_r),
-                    xentc.cross_entropy(logits, target, **kw_r), f"cross_entropy {case}")
-        assert_same(xentc.cross_entropy(view, target, return_lse=True, **kw_r),
-                    xentc.cross_entropy(logits, target, return_lse=True, **kw_r),
-                    f"cross_entropy return_lse {case}")
+        assert_same(
+            xentc.cross_entropy(view, target, **kw_r),
+            xentc.cross_entropy(logits, target, **kw_r),
+            f"cross_entropy {case}",
+        )
+        assert_same(
+            xentc.cross_entropy(view, target, return_lse=True, **kw_r),
+            xentc.cross_entropy(logits, target, return_lse=True, **kw_r),
+            f"cross_entropy return_lse {case}",
+        )
         got = xentc.cross_entropy_with_grad(view, target, return_lse=True, **kw_r)
-        assert_same(got, xentc.cross_entropy_with_grad(logits, target, return_lse=True, **kw_r),
-                    f"with_grad {case}")
-        assert_close(dtype, got[0], naive(logits, target, **kw_r), case,
-                     got_grad=got[2], got_lse=got[1])
+        assert_same(
+            got,
+            xentc.cross_entropy_with_grad(logits, target, return_lse=True, **kw_r),
+            f"with_grad {case}",
+        )
+        assert_close(
+            dtype, got[0], naive(logits, target, **kw_r), case, got_grad=got[2], got_lse=got[1]
+        )
     assert_padding_intact(buffer, view, case)
 
 
@@ -148,15 +175,24 @@ def test_three_dimensional(rng, dtype, kind, out_kind):
         rows = {"sample_weight": sample_weight, "reduction": reduction}
         if reduction == "none":
             rows["grad_output"] = grad_output
-        want = xentc.cross_entropy_with_grad(flat, target.ravel(), return_lse=True,
-                                             **{k: (v.ravel() if isinstance(v, np.ndarray) else v)
-                                                for k, v in rows.items()})
-        out = {"none": None, "out-transposed": _as_view(np.zeros_like(logits), "transposed"),
-               "out=logits": view}[out_kind]
+        want = xentc.cross_entropy_with_grad(
+            flat,
+            target.ravel(),
+            return_lse=True,
+            **{k: (v.ravel() if isinstance(v, np.ndarray) else v) for k, v in rows.items()},
+        )
+        out = {
+            "none": None,
+            "out-transposed": _as_view(np.zeros_like(logits), "transposed"),
+            "out=logits": view,
+        }[out_kind]
         loss, lse, grad = xentc.cross_entropy_with_grad(
-            view, _as_view(target, kind) if kind != "strided" else target, return_lse=True,
-            out=out, **{k: (_as_view(v, kind) if isinstance(v, np.ndarray) else v)
-                        for k, v in rows.items()})
+            view,
+            _as_view(target, kind) if kind != "strided" else target,
+            return_lse=True,
+            out=out,
+            **{k: (_as_view(v, kind) if isinstance(v, np.ndarray) else v) for k, v in rows.items()},
+        )
         assert grad.shape == (b, t, c) and lse.shape == (b, t), case
         if out is not None:
             assert np.shares_memory(grad, out), f"grad must live in out: {case}"
@@ -167,10 +203,18 @@ def test_three_dimensional(rng, dtype, kind, out_kind):
             loss = loss.ravel()
         np.testing.assert_array_equal(loss, want[0], err_msg=case, strict=True)
         rows.pop("grad_output", None)
-        assert_same(xentc.cross_entropy(_as_view(logits, kind), target, **rows),
-                    xentc.cross_entropy(logits, target, **rows), case)
-        ref = naive(flat, target.ravel(), sample_weight=sample_weight.ravel(), reduction=reduction,
-                    grad_output=grad_output if reduction == "none" else None)
+        assert_same(
+            xentc.cross_entropy(_as_view(logits, kind), target, **rows),
+            xentc.cross_entropy(logits, target, **rows),
+            case,
+        )
+        ref = naive(
+            flat,
+            target.ravel(),
+            sample_weight=sample_weight.ravel(),
+            reduction=reduction,
+            grad_output=grad_output if reduction == "none" else None,
+        )
         assert_close(dtype, want[0], ref, case, got_grad=want[2])
 
 
@@ -179,10 +223,12 @@ def test_single_row_1d(rng, dtype):
     target = np.array(7)  # shape logits.shape[:-1] == ()
     for reduction in REDUCTIONS:
         case = f"(C,) logits reduction={reduction} dtype={dtype}"
-        loss, lse, grad = xentc.cross_entropy_with_grad(logits, target, reduction=reduction,
-                                                        return_lse=True)
-        r_loss, r_lse, r_grad = xentc.cross_entropy_with_grad(logits[None], target[None],
-                                                              reduction=reduction, return_lse=True)
+        loss, lse, grad = xentc.cross_entropy_with_grad(
+            logits, target, reduction=reduction, return_lse=True
+        )
+        r_loss, r_lse, r_grad = xentc.cross_entropy_with_grad(
+            logits[None], target[None], reduction=reduction, return_lse=True
+        )
         assert grad.shape == (23,) and lse.shape == () and isinstance(lse, np.ndarray), case
         np.testing.assert_array_equal(grad, r_grad[0], err_msg=case, strict=True)
         np.testing.assert_array_equal(lse, r_lse[0], err_msg=case)
@@ -193,8 +239,11 @@ def test_single_row_1d(rng, dtype):
             assert type(loss) is float and loss == r_loss, case
         # also from a negative-stride view of the row
         rev = logits[::-1].copy()[::-1]
-        assert_same(xentc.cross_entropy(rev, target, reduction=reduction),
-                    xentc.cross_entropy(logits, target, reduction=reduction), case + " reversed")
+        assert_same(
+            xentc.cross_entropy(rev, target, reduction=reduction),
+            xentc.cross_entropy(logits, target, reduction=reduction),
+            case + " reversed",
+        )
 
 
 @pytest.mark.parametrize("axis", ["rows", "cols"])
@@ -209,10 +258,16 @@ def test_broadcast_readonly_logits(rng, dtype, axis):
     target = rng.integers(0, C, N)
     for reduction in REDUCTIONS:
         case = f"broadcast {axis} {describe(view)} reduction={reduction}"
-        assert_same(xentc.cross_entropy(view, target, reduction=reduction, return_lse=True),
-                    xentc.cross_entropy(logits, target, reduction=reduction, return_lse=True), case)
-        assert_same(xentc.cross_entropy_with_grad(view, target, reduction=reduction),
-                    xentc.cross_entropy_with_grad(logits, target, reduction=reduction), case)
+        assert_same(
+            xentc.cross_entropy(view, target, reduction=reduction, return_lse=True),
+            xentc.cross_entropy(logits, target, reduction=reduction, return_lse=True),
+            case,
+        )
+        assert_same(
+            xentc.cross_entropy_with_grad(view, target, reduction=reduction),
+            xentc.cross_entropy_with_grad(logits, target, reduction=reduction),
+            case,
+        )
     for fn in (xentc.logsumexp, xentc.softmax, xentc.log_softmax):
         assert_same(fn(view), fn(logits), f"{fn.__name__} {describe(view)}")
 
@@ -230,16 +285,21 @@ def test_memmap_readonly_logits(rng, dtype, order, tmp_path):
     assert not mapped.flags.writeable, "test setup: mode='r' memmap is read-only"
     for reduction in REDUCTIONS:
         case = f"memmap order={order} reduction={reduction}"
-        assert_same(xentc.cross_entropy(mapped, target, reduction=reduction),
-                    xentc.cross_entropy(logits, target, reduction=reduction), case)
-        loss, lse, grad = xentc.cross_entropy_with_grad(mapped, target, reduction=reduction,
-                                                        return_lse=True)
+        assert_same(
+            xentc.cross_entropy(mapped, target, reduction=reduction),
+            xentc.cross_entropy(logits, target, reduction=reduction),
+            case,
+        )
+        loss, lse, grad = xentc.cross_entropy_with_grad(
+            mapped, target, reduction=reduction, return_lse=True
+        )
         want = xentc.cross_entropy_with_grad(logits, target, reduction=reduction, return_lse=True)
         # The results are plain arrays, not memmaps, but the values must agree bitwise.
         for name, g, w in zip(("loss", "lse", "grad"), (loss, lse, grad), want):
             np.testing.assert_array_equal(np.asarray(g), w, err_msg=f"{name} {case}")
-    np.testing.assert_array_equal(xentc.logsumexp(mapped), xentc.logsumexp(logits),
-                                  err_msg=f"logsumexp memmap order={order}")
+    np.testing.assert_array_equal(
+        xentc.logsumexp(mapped), xentc.logsumexp(logits), err_msg=f"logsumexp memmap order={order}"
+    )
     del mapped
 
 
@@ -252,13 +312,16 @@ def _strided_1d(values, kind, pad):
 
 
 SIDE_ARGS = [("target-index", np.int64)] + [
-    (arg, d) for arg in ("target-probs", "weight", "sample_weight", "grad_output")
-    for d in (np.float32, np.float64)]
+    (arg, d)
+    for arg in ("target-probs", "weight", "sample_weight", "grad_output")
+    for d in (np.float32, np.float64)
+]
 
 
 @pytest.mark.parametrize("kind", ["every-other", "reversed"])
-@pytest.mark.parametrize("arg, arg_dtype", SIDE_ARGS,
-                         ids=[f"{a}-{np.dtype(d).name}" for a, d in SIDE_ARGS])
+@pytest.mark.parametrize(
+    "arg, arg_dtype", SIDE_ARGS, ids=[f"{a}-{np.dtype(d).name}" for a, d in SIDE_ARGS]
+)
 def test_other_arguments_layout_and_dtype(rng, dtype, arg, arg_dtype, kind):
     # Non-contiguous side arrays, and floating ones of the other dtype than the logits (spec).
     logits = rng.standard_normal((N, C)).astype(dtype)
@@ -274,11 +337,15 @@ def test_other_arguments_layout_and_dtype(rng, dtype, arg, arg_dtype, kind):
         kind_2d = "every-other-col" if kind == "every-other" else "both-reversed"
         strided = layout(contiguous, kind_2d)[0]
     else:
-        contiguous = {"weight": rng.uniform(0.5, 2.0, C), "sample_weight": rng.uniform(0, 2, N),
-                      "grad_output": rng.uniform(-2, 2, N)}[arg].astype(arg_dtype)
+        contiguous = {
+            "weight": rng.uniform(0.5, 2.0, C),
+            "sample_weight": rng.uniform(0, 2, N),
+            "grad_output": rng.uniform(-2, 2, N),
+        }[arg].astype(arg_dtype)
         strided = _strided_1d(contiguous, kind, pad=np.nan)
     assert np.array_equal(strided, contiguous) and not strided.flags.c_contiguous, (
-        f"test setup: {arg} {kind} view")
+        f"test setup: {arg} {kind} view"
+    )
     key = "target" if arg.startswith("target") else arg
 
     def run(value):
@@ -286,16 +353,19 @@ def test_other_arguments_layout_and_dtype(rng, dtype, arg, arg_dtype, kind):
         t = args.pop("target", target)
         if arg == "grad_output":
             return xentc.cross_entropy_with_grad(logits, t, return_lse=True, **args)
-        return (xentc.cross_entropy(logits, t, **args),
-                *xentc.cross_entropy_with_grad(logits, t, return_lse=True, **args))
+        return (
+            xentc.cross_entropy(logits, t, **args),
+            *xentc.cross_entropy_with_grad(logits, t, return_lse=True, **args),
+        )
 
     case = f"{arg} {kind} {describe(strided)} logits={dtype}"
     got = run(strided)
     assert_same(got, run(contiguous), case)
     ref_kw = dict(kw, **{key: contiguous})
     ref_target = ref_kw.pop("target", target)
-    assert_close(dtype, got[-3], naive(logits, ref_target, **ref_kw), case, got_grad=got[-1],
-                 got_lse=got[-2])
+    assert_close(
+        dtype, got[-3], naive(logits, ref_target, **ref_kw), case, got_grad=got[-1], got_lse=got[-2]
+    )
     assert got[-2].dtype == dtype, f"lse dtype must be the logits' dtype: {case}"
     if kw["reduction"] == "none":
         assert got[-3].dtype == dtype, f"loss dtype must be the logits' dtype: {case}"
@@ -316,15 +386,24 @@ def test_integer_target_dtypes(rng, dtype, target_dtype):
         t = t64.astype(target_dtype)
         for reduction in REDUCTIONS:
             kw = {"ignore_index": ignore_index, "reduction": reduction}
-            case = (f"target dtype={np.dtype(target_dtype).name} ignore_index={ignore_index} "
-                    f"{reduction}")
-            assert_same(xentc.cross_entropy_with_grad(logits, t, return_lse=True, **kw),
-                        xentc.cross_entropy_with_grad(logits, t64, return_lse=True, **kw), case)
-            assert_same(xentc.cross_entropy(logits, t, **kw),
-                        xentc.cross_entropy(logits, t64, **kw), case)
+            case = (
+                f"target dtype={np.dtype(target_dtype).name} ignore_index={ignore_index} "
+                f"{reduction}"
+            )
+            assert_same(
+                xentc.cross_entropy_with_grad(logits, t, return_lse=True, **kw),
+                xentc.cross_entropy_with_grad(logits, t64, return_lse=True, **kw),
+                case,
+            )
+            assert_same(
+                xentc.cross_entropy(logits, t, **kw), xentc.cross_entropy(logits, t64, **kw), case
+            )
             strided = _strided_1d(t, "every-other", pad=110)
-            assert_same(xentc.cross_entropy(logits, strided, **kw),
-                        xentc.cross_entropy(logits, t64, **kw), case + " strided")
+            assert_same(
+                xentc.cross_entropy(logits, strided, **kw),
+                xentc.cross_entropy(logits, t64, **kw),
+                case + " strided",
+            )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -356,8 +435,9 @@ def test_out_is_logits(rng, dtype, kind, options):
         want = xentc.cross_entropy_with_grad(logits, target, return_lse=True, **kw_r)
         view, buffer = layout(logits, kind)
         case = f"out=logits {kind} {describe(view)} options={options} reduction={reduction}"
-        loss, lse, grad = xentc.cross_entropy_with_grad(view, target, out=view, return_lse=True,
-                                                        **kw_r)
+        loss, lse, grad = xentc.cross_entropy_with_grad(
+            view, target, out=view, return_lse=True, **kw_r
+        )
         assert np.shares_memory(grad, view), f"grad must live in the logits' memory: {case}"
         # lse is that of the ORIGINAL logits, computed before the gradient overwrote them
         assert_same((loss, lse, grad), want, case)
@@ -367,18 +447,27 @@ def test_out_is_logits(rng, dtype, kind, options):
 
 def test_fresh_outputs_share_no_memory(rng, dtype):
     logits, target, kw = make_inputs(rng, dtype, "all")
-    loss, lse, grad = xentc.cross_entropy_with_grad(logits, target, reduction="none",
-                                                    return_lse=True, **kw)
+    loss, lse, grad = xentc.cross_entropy_with_grad(
+        logits, target, reduction="none", return_lse=True, **kw
+    )
     for name, a in (("loss", loss), ("lse", lse), ("grad", grad)):
-        for iname, inp in (("logits", logits), ("target", target), ("weight", kw["weight"]),
-                           ("sample_weight", kw["sample_weight"])):
+        for iname, inp in (
+            ("logits", logits),
+            ("target", target),
+            ("weight", kw["weight"]),
+            ("sample_weight", kw["sample_weight"]),
+        ):
             assert not np.shares_memory(a, inp), f"{name} shares memory with {iname}"
     assert not np.shares_memory(loss, lse) and not np.shares_memory(lse, grad), (
-        "loss, lse and grad must be separate arrays")
+        "loss, lse and grad must be separate arrays"
+    )
 
 
-SCIPY = {"logsumexp": scipy.special.logsumexp, "softmax": scipy.special.softmax,
-         "log_softmax": scipy.special.log_softmax}
+SCIPY = {
+    "logsumexp": scipy.special.logsumexp,
+    "softmax": scipy.special.softmax,
+    "log_softmax": scipy.special.log_softmax,
+}
 
 
 @pytest.mark.parametrize("fn", ["logsumexp", "softmax", "log_softmax"])
@@ -392,8 +481,9 @@ def test_row_functions_layout(rng, dtype, fn, kind):
         got = f(view, axis=axis)
         np.testing.assert_array_equal(got, f(x, axis=axis), err_msg=case, strict=True)
         want = SCIPY[fn](x.astype(np.float64), axis=axis)
-        np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"],
-                                   err_msg=case)
+        np.testing.assert_allclose(
+            got, want, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"], err_msg=case
+        )
     assert_padding_intact(buffer, view, fn)
 
 
@@ -406,6 +496,10 @@ def test_row_functions_3d_any_axis(rng, dtype):
                 case = f"{fn} 3-D {order} axis={axis}"
                 got = getattr(xentc, fn)(view, axis=axis)
                 np.testing.assert_array_equal(got, getattr(xentc, fn)(x, axis=axis), err_msg=case)
-                np.testing.assert_allclose(got, scipy_fn(x.astype(np.float64), axis=axis),
-                                           rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"],
-                                           err_msg=case)
+                np.testing.assert_allclose(
+                    got,
+                    scipy_fn(x.astype(np.float64), axis=axis),
+                    rtol=TOL[dtype]["rtol"],
+                    atol=TOL[dtype]["atol"],
+                    err_msg=case,
+                )

@@ -80,7 +80,8 @@ def test_against_float64_reference(rng, monkeypatch, dtype, options, chunk_rows,
         kw["chunk_bytes"] = chunk_rows * weight.shape[0] * hidden.itemsize
     case = f"dtype={np.dtype(dtype)} options={options} chunk_rows={chunk_rows}"
     want_loss, want_lse, want_dh, want_dw, want_db = reference(
-        hidden, weight, bias, target, {k: v for k, v in kw.items() if k != "chunk_bytes"})
+        hidden, weight, bias, target, {k: v for k, v in kw.items() if k != "chunk_bytes"}
+    )
     got = xentc.linear_cross_entropy(hidden, weight, target, bias=bias, **kw)
     out = xentc.linear_cross_entropy_with_grad(hidden, weight, target, bias=bias, **kw)
     if kw.get("return_lse"):
@@ -103,10 +104,12 @@ def test_against_float64_reference(rng, monkeypatch, dtype, options, chunk_rows,
 def test_grad_output_and_no_bias(rng):
     hidden, weight, _, target = make_problem(rng, np.float64, bias=False)
     go = rng.standard_normal(hidden.shape[:-1])
-    _, want_dh, want_dw, _ = reference(hidden, weight, None, target, {"reduction": "none"},
-                                       grad_output=go)[1:]
+    _, want_dh, want_dw, _ = reference(
+        hidden, weight, None, target, {"reduction": "none"}, grad_output=go
+    )[1:]
     loss, dh, dw, db = xentc.linear_cross_entropy_with_grad(
-        hidden, weight, target, reduction="none", grad_output=go, chunk_bytes=8 * 37 * 8)
+        hidden, weight, target, reduction="none", grad_output=go, chunk_bytes=8 * 37 * 8
+    )
     assert db is None and loss.shape == hidden.shape[:-1]
     assert_grad(dh, want_dh, np.float64, "grad_output rows: grad_hidden")
     assert_grad(dw, want_dw, np.float64, "grad_output rows: grad_weight")
@@ -126,17 +129,22 @@ def test_nothing_counts_and_empty(rng):
     no_target = np.empty(0, np.int64)
     assert math.isnan(xentc.linear_cross_entropy(empty, weight, no_target))
     assert xentc.linear_cross_entropy(empty, weight, no_target, reduction="sum") == 0.0
-    loss, dh, dw, db = xentc.linear_cross_entropy_with_grad(empty, weight, no_target, bias=bias,
-                                                            reduction="none")
+    loss, dh, dw, db = xentc.linear_cross_entropy_with_grad(
+        empty, weight, no_target, bias=bias, reduction="none"
+    )
     assert loss.shape == (0,) and dh.shape == (0, hidden.shape[-1])
     assert not dw.any() and not db.any()
 
 
 def test_bitwise_across_threads_and_close_across_chunks(rng):
     hidden, weight, bias, target = make_problem(rng, np.float32, lead=(300,), d=64, v=1500)
-    runs = {(n, c): xentc.linear_cross_entropy_with_grad(
-                hidden, weight, target, bias=bias, n_threads=n, chunk_bytes=c * 1500 * 4)
-            for n in (1, 2) for c in (7, 64)}
+    runs = {
+        (n, c): xentc.linear_cross_entropy_with_grad(
+            hidden, weight, target, bias=bias, n_threads=n, chunk_bytes=c * 1500 * 4
+        )
+        for n in (1, 2)
+        for c in (7, 64)
+    }
     for c in (7, 64):
         for a, b in zip(runs[1, c], runs[2, c]):
             np.testing.assert_array_equal(a, b, err_msg=f"n_threads 1 vs 2, chunk of {c} rows")
@@ -156,31 +164,48 @@ def test_memory_is_a_chunk_not_n_by_v(rng):
         xentc.linear_cross_entropy(hidden, weight, target, chunk_bytes=chunk)
         _, forward_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        _, dh, dw, _ = xentc.linear_cross_entropy_with_grad(hidden, weight, target,
-                                                            chunk_bytes=chunk)
+        _, dh, dw, _ = xentc.linear_cross_entropy_with_grad(
+            hidden, weight, target, chunk_bytes=chunk
+        )
         _, backward_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
     assert forward_peak < chunk + full / 16, f"forward: peak {forward_peak} B, N x V is {full} B"
     returned = dh.nbytes + dw.nbytes
     assert backward_peak < returned + 2 * chunk + full / 16, (
-        f"with gradients: peak {backward_peak} B for {returned} B returned; N x V is {full} B")
+        f"with gradients: peak {backward_peak} B for {returned} B returned; N x V is {full} B"
+    )
 
 
-@pytest.mark.parametrize("build, exc, match", [
-    (lambda h, w, t: (h.astype(np.int32), w, t, {}), TypeError, "hidden"),
-    (lambda h, w, t: (h, w.astype(np.float64), t, {}), TypeError, "weight"),
-    (lambda h, w, t: (h.astype(np.complex64), w, t, {}), TypeError, "hidden"),
-    (lambda h, w, t: (h, w[:, :-1], t, {}), ValueError, r"weight must have shape \(V, D\)"),
-    (lambda h, w, t: (h, w, t, {"bias": np.zeros(3, np.float32)}), ValueError, "bias"),
-    (lambda h, w, t: (h, w, t, {"bias": np.zeros(37)}), TypeError, "bias"),
-    (lambda h, w, t: (h, w, t[:-1], {}), ValueError, "target"),
-    (lambda h, w, t: (h, w, t + 37, {}), ValueError, "target"),
-    (lambda h, w, t: (h, w, t, {"chunk_bytes": 10}), ValueError, "chunk_bytes"),
-    (lambda h, w, t: (h, w, t, {"chunk_bytes": 1.5e9}), TypeError, "chunk_bytes"),
-    (lambda h, w, t: (h, w, t, {"reduction": "avg"}), ValueError, "reduction"),
-], ids=["int-hidden", "mixed-dtypes", "complex", "D-mismatch", "bias-shape", "bias-dtype",
-        "target-shape", "target-range", "chunk-too-small", "chunk-float", "reduction"])
+@pytest.mark.parametrize(
+    "build, exc, match",
+    [
+        (lambda h, w, t: (h.astype(np.int32), w, t, {}), TypeError, "hidden"),
+        (lambda h, w, t: (h, w.astype(np.float64), t, {}), TypeError, "weight"),
+        (lambda h, w, t: (h.astype(np.complex64), w, t, {}), TypeError, "hidden"),
+        (lambda h, w, t: (h, w[:, :-1], t, {}), ValueError, r"weight must have shape \(V, D\)"),
+        (lambda h, w, t: (h, w, t, {"bias": np.zeros(3, np.float32)}), ValueError, "bias"),
+        (lambda h, w, t: (h, w, t, {"bias": np.zeros(37)}), TypeError, "bias"),
+        (lambda h, w, t: (h, w, t[:-1], {}), ValueError, "target"),
+        (lambda h, w, t: (h, w, t + 37, {}), ValueError, "target"),
+        (lambda h, w, t: (h, w, t, {"chunk_bytes": 10}), ValueError, "chunk_bytes"),
+        (lambda h, w, t: (h, w, t, {"chunk_bytes": 1.5e9}), TypeError, "chunk_bytes"),
+        (lambda h, w, t: (h, w, t, {"reduction": "avg"}), ValueError, "reduction"),
+    ],
+    ids=[
+        "int-hidden",
+        "mixed-dtypes",
+        "complex",
+        "D-mismatch",
+        "bias-shape",
+        "bias-dtype",
+        "target-shape",
+        "target-range",
+        "chunk-too-small",
+        "chunk-float",
+        "reduction",
+    ],
+)
 def test_errors(rng, build, exc, match):
     hidden, weight, _, target = make_problem(rng, np.float32, bias=False)
     h, w, t, kw = build(hidden, weight, target)
@@ -206,22 +231,31 @@ def test_16_bit_operands(rng, monkeypatch, half, options):
     kw = resolve(options, rng, hidden.shape[:-1], weight.shape[0])
     kw["chunk_bytes"] = 8 * weight.shape[0] * 4
     want_loss, _, want_dh, want_dw, want_db = reference(
-        hidden, weight, bias, target, {k: v for k, v in kw.items() if k != "chunk_bytes"})
+        hidden, weight, bias, target, {k: v for k, v in kw.items() if k != "chunk_bytes"}
+    )
     out = xentc.linear_cross_entropy_with_grad(hidden, weight, target, bias=bias, **kw)
     loss, dh, dw, db = (out[0], *out[2:]) if kw.get("return_lse") else out
     case = f"{half} options={options}"
-    np.testing.assert_allclose(loss, want_loss, rtol=TOL[np.float32]["rtol"], atol=1e-6,
-                               err_msg=case)
+    np.testing.assert_allclose(
+        loss, want_loss, rtol=TOL[np.float32]["rtol"], atol=1e-6, err_msg=case
+    )
     if kw.get("reduction") == "none":
         assert loss.dtype == np.float32, case
     eps = float(np.finfo(dtype).eps) if half == "float16" else 2.0**-7
-    for name, got, want, like in (("grad_hidden", dh, want_dh, hidden),
-                                  ("grad_weight", dw, want_dw, weight),
-                                  ("grad_bias", db, want_db, bias)):
+    for name, got, want, like in (
+        ("grad_hidden", dh, want_dh, hidden),
+        ("grad_weight", dw, want_dw, weight),
+        ("grad_bias", db, want_db, bias),
+    ):
         assert got.dtype == like.dtype and got.shape == like.shape, f"{case}: {name}"
         scale = float(np.max(np.abs(want)))
-        np.testing.assert_allclose(got.astype(np.float64), want, rtol=eps / 2,
-                                   atol=TOL[np.float32]["grad"] * scale, err_msg=f"{case}: {name}")
+        np.testing.assert_allclose(
+            got.astype(np.float64),
+            want,
+            rtol=eps / 2,
+            atol=TOL[np.float32]["grad"] * scale,
+            err_msg=f"{case}: {name}",
+        )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
@@ -232,11 +266,17 @@ def test_dask_over_row_chunks(rng, reduction):
     import xentc.dask as xd
 
     hidden, weight, bias, target = make_problem(rng, np.float64, lead=(40,), d=16, v=300)
-    kw = {"class_weight": rng.uniform(0.5, 2, 300), "sample_weight": rng.uniform(0, 2, 40),
-          "ignore_index": 3, "label_smoothing": 0.1, "reduction": reduction}
+    kw = {
+        "class_weight": rng.uniform(0.5, 2, 300),
+        "sample_weight": rng.uniform(0, 2, 40),
+        "ignore_index": 3,
+        "label_smoothing": 0.1,
+        "reduction": reduction,
+    }
     want, _, _, _, _ = reference(hidden, weight, bias, target, kw)
-    lazy = xd.linear_cross_entropy(da.from_array(hidden, chunks=(7, 16)), weight, target,
-                                   bias=bias, **kw)
+    lazy = xd.linear_cross_entropy(
+        da.from_array(hidden, chunks=(7, 16)), weight, target, bias=bias, **kw
+    )
     graph = dict(lazy.__dask_graph__())
     # The weight is one block of the graph, read by every block of rows: sent to a worker once.
     copies = [k for k, v in graph.items() if isinstance(v, np.ndarray) and v.shape == (300, 16)]

@@ -44,9 +44,14 @@ def make_case(shape, dtype, options, seed):
         target = rng.integers(0, c, n)
         target[::7] = -100
         if options == "all":
-            kw = {"reduction": "none", "weight": rng.uniform(0.5, 2.0, c),
-                  "sample_weight": rng.uniform(0.0, 2.0, n), "label_smoothing": 0.1,
-                  "z_loss": 1e-3, "grad_output": rng.uniform(-2, 2, n)}
+            kw = {
+                "reduction": "none",
+                "weight": rng.uniform(0.5, 2.0, c),
+                "sample_weight": rng.uniform(0.0, 2.0, n),
+                "label_smoothing": 0.1,
+                "z_loss": 1e-3,
+                "grad_output": rng.uniform(-2, 2, n),
+            }
     return logits, target, kw
 
 
@@ -80,8 +85,10 @@ def reference(shape, dtype, options, transform, seed):
 
 
 def describe(shape, dtype, options, transform, layout):
-    return (f"shape={shape} dtype={np.dtype(dtype).name} options={options} "
-            f"transform={TRANSFORMS[transform]} layout={layout} isa={xentc._kernels.isa_active()}")
+    return (
+        f"shape={shape} dtype={np.dtype(dtype).name} options={options} "
+        f"transform={TRANSFORMS[transform]} layout={layout} isa={xentc._kernels.isa_active()}"
+    )
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -105,10 +112,15 @@ def test_matches_reference(shape, options, transform, layout, dtype):
         x = np.moveaxis(buf, 0, -1).transpose(1, 0, 2)
         assert xentc._validate.as_matrix(x).row_offsets is not None, "test setup: row offsets"
         loss, lse, grad = xentc.cross_entropy_with_grad(
-            x, np.stack([target, target]), return_lse=True,
-            **{k: (np.stack([v, v]) if k in ("sample_weight", "grad_output") else v)
-               for k, v in kw.items()})
-        for both in ((loss, lse, grad) if reduction == "none" else (lse, grad)):
+            x,
+            np.stack([target, target]),
+            return_lse=True,
+            **{
+                k: (np.stack([v, v]) if k in ("sample_weight", "grad_output") else v)
+                for k, v in kw.items()
+            },
+        )
+        for both in (loss, lse, grad) if reduction == "none" else (lse, grad):
             np.testing.assert_array_equal(both[0], both[1], err_msg=f"the two copies; {msg}")
         loss = {"none": lambda: loss[0], "sum": lambda: loss / 2, "mean": lambda: loss}[reduction]()
         lse, grad = lse[0], grad[0] * (2 if reduction == "mean" else 1)
@@ -119,14 +131,22 @@ def test_matches_reference(shape, options, transform, layout, dtype):
         if out is not None:
             assert np.shares_memory(grad, x), f"out=logits not used; {msg}"
     check_loss(loss, ref_loss, dtype, msg, reduction=reduction)
-    np.testing.assert_allclose(lse, ref_lse, rtol=TOL[np.dtype(dtype)]["rtol"],
-                               atol=TOL[np.dtype(dtype)]["atol"], err_msg=f"lse: {msg}")
+    np.testing.assert_allclose(
+        lse,
+        ref_lse,
+        rtol=TOL[np.dtype(dtype)]["rtol"],
+        atol=TOL[np.dtype(dtype)]["atol"],
+        err_msg=f"lse: {msg}",
+    )
     check_grad(grad, ref_g, dtype, scale, msg)
     # the loss alone (no gradient pass) agrees bit for bit with the fused call's
     kw.pop("grad_output", None)
     alone = xentc.cross_entropy(logits, target, **kw)
-    np.testing.assert_array_equal(alone, xentc.cross_entropy_with_grad(logits, target, **kw)[0],
-                                  err_msg=f"cross_entropy vs _with_grad; {msg}")
+    np.testing.assert_array_equal(
+        alone,
+        xentc.cross_entropy_with_grad(logits, target, **kw)[0],
+        err_msg=f"cross_entropy vs _with_grad; {msg}",
+    )
 
 
 _SPLIT = {}
@@ -144,17 +164,28 @@ def test_few_long_rows_split_path(options, dtype):
         kw = {"softcap": 15.0, "logit_scale": 1.5, "reduction": "sum"}
     else:
         target = np.array([3, c - 1])
-        kw = {"softcap": 30.0, "label_smoothing": 0.1, "weight": rng.uniform(0.5, 2, c),
-              "reduction": "mean", "z_loss": 1e-4}
+        kw = {
+            "softcap": 30.0,
+            "label_smoothing": 0.1,
+            "weight": rng.uniform(0.5, 2, c),
+            "reduction": "mean",
+            "z_loss": 1e-4,
+        }
     key = (np.dtype(dtype).name, options)
     if key not in _SPLIT:
         ref_loss, ref_lse = ref_cross_entropy(logits, target, **kw)
-        _SPLIT[key] = (ref_loss, ref_lse, ref_grad(logits, target, **kw),
-                       unit_grad_scale(logits, target, kw, None, ref_lse) / 1.5)
+        _SPLIT[key] = (
+            ref_loss,
+            ref_lse,
+            ref_grad(logits, target, **kw),
+            unit_grad_scale(logits, target, kw, None, ref_lse) / 1.5,
+        )
     ref_loss, ref_lse, ref_g, scale = _SPLIT[key]
     msg = f"N=2 C=256000 {options} {kw.keys()} dtype={np.dtype(dtype).name}"
-    results = [xentc.cross_entropy_with_grad(logits, target, return_lse=True, n_threads=t, **kw)
-               for t in (1, 2, 3)]
+    results = [
+        xentc.cross_entropy_with_grad(logits, target, return_lse=True, n_threads=t, **kw)
+        for t in (1, 2, 3)
+    ]
     loss, lse, grad = results[1]
     check_loss(loss, ref_loss, dtype, msg, reduction=kw["reduction"])
     np.testing.assert_allclose(lse, ref_lse, rtol=TOL[np.dtype(dtype)]["rtol"], err_msg=msg)
@@ -164,15 +195,20 @@ def test_few_long_rows_split_path(options, dtype):
             np.testing.assert_array_equal(a, b, err_msg=f"{what}: n_threads={t} vs 2; {msg}")
 
 
-@pytest.mark.parametrize("shape", [(300, 10), (64, 3000), (3, 70000)],
-                         ids=lambda s: f"N{s[0]}-C{s[1]}")
+@pytest.mark.parametrize(
+    "shape", [(300, 10), (64, 3000), (3, 70000)], ids=lambda s: f"N{s[0]}-C{s[1]}"
+)
 def test_bitwise_across_threads(shape, dtype, rng):
     n, c = shape
     logits = (5 * rng.standard_normal(shape)).astype(dtype)
     target = rng.integers(0, c, n)
     kw = {"softcap": 20.0, "logit_scale": 0.8, "label_smoothing": 0.05, "reduction": "none"}
-    results = [xentc.cross_entropy_with_grad(np.asfortranarray(logits), target, n_threads=t,
-                                             return_lse=True, **kw) for t in (1, 2, 3)]
+    results = [
+        xentc.cross_entropy_with_grad(
+            np.asfortranarray(logits), target, n_threads=t, return_lse=True, **kw
+        )
+        for t in (1, 2, 3)
+    ]
     for t, other in zip((2, 3), results[1:]):
         for a, b, what in zip(other, results[0], ("loss", "lse", "grad")):
             np.testing.assert_array_equal(a, b, err_msg=f"{what}: n_threads={t} vs 1, {shape}")
@@ -188,7 +224,7 @@ def test_nan_and_inf_rows(transform, c, dtype):
     logits = rng.standard_normal((8, c)).astype(dtype)
     logits[0, 3] = np.nan
     logits[1, 2] = np.inf
-    logits[2, :c // 2] = -np.inf
+    logits[2, : c // 2] = -np.inf
     logits[3, :] = -np.inf
     logits[4, 5] = np.nan
     logits[5, [1, 4]] = [np.inf, -np.inf]
@@ -198,11 +234,13 @@ def test_nan_and_inf_rows(transform, c, dtype):
     ref_g = ref_grad(logits, target, reduction="none", **kw)
     msg = f"non-finite rows C={c} {kw} dtype={np.dtype(dtype).name}"
     with np.errstate(invalid="ignore"):
-        loss, lse, grad = xentc.cross_entropy_with_grad(logits, target, reduction="none",
-                                                        return_lse=True, **kw)
+        loss, lse, grad = xentc.cross_entropy_with_grad(
+            logits, target, reduction="none", return_lse=True, **kw
+        )
     check_loss(loss, ref_loss, dtype, msg, reduction="none")
-    np.testing.assert_allclose(lse, ref_lse, rtol=TOL[np.dtype(dtype)]["rtol"], equal_nan=True,
-                               err_msg=f"lse: {msg}")
+    np.testing.assert_allclose(
+        lse, ref_lse, rtol=TOL[np.dtype(dtype)]["rtol"], equal_nan=True, err_msg=f"lse: {msg}"
+    )
     check_grad(grad, ref_g, dtype, 1.0, msg)
     assert not np.any(grad[4]), f"ignored NaN row: gradient must be exactly 0; {msg}"
 
@@ -211,8 +249,9 @@ def test_no_transform_is_the_plain_path(dtype, rng):
     logits = (3 * rng.standard_normal((50, 300))).astype(dtype)
     target = rng.integers(0, 300, 50)
     plain = xentc.cross_entropy_with_grad(logits, target, reduction="none")
-    same = xentc.cross_entropy_with_grad(logits, target, reduction="none", softcap=None,
-                                         logit_scale=1)
+    same = xentc.cross_entropy_with_grad(
+        logits, target, reduction="none", softcap=None, logit_scale=1
+    )
     for a, b in zip(plain, same):
         np.testing.assert_array_equal(a, b)
 
@@ -247,21 +286,31 @@ def test_matches_torch_autograd(transform, target_kind, dtype, rng):
     zz = z * scale
     if cap is not None:
         zz = cap * torch.tanh(zz / cap)
-    want = F.cross_entropy(zz, torch_target, weight=torch.from_numpy(weight),
-                           label_smoothing=0.1)
+    want = F.cross_entropy(zz, torch_target, weight=torch.from_numpy(weight), label_smoothing=0.1)
     want.backward()
-    loss, grad = xentc.cross_entropy_with_grad(logits, target, weight=weight,
-                                               label_smoothing=0.1, **kw)
+    loss, grad = xentc.cross_entropy_with_grad(
+        logits, target, weight=weight, label_smoothing=0.1, **kw
+    )
     rtol = 1e-5 if np.dtype(dtype) == np.float32 else 1e-12
     msg = f"vs torch: {target_kind} {kw} dtype={np.dtype(dtype).name}"
     assert math.isclose(loss, want.item(), rel_tol=rtol), f"loss {loss} vs {want.item()}; {msg}"
-    np.testing.assert_allclose(grad, z.grad.numpy(), rtol=0, atol=TOL[np.dtype(dtype)]["grad_atol"],
-                               err_msg=msg)
+    np.testing.assert_allclose(
+        grad, z.grad.numpy(), rtol=0, atol=TOL[np.dtype(dtype)]["grad_atol"], err_msg=msg
+    )
 
 
-@pytest.mark.parametrize("value, error", [
-    (0.0, ValueError), (-1.0, ValueError), (np.inf, ValueError), (np.nan, ValueError),
-    ("30", TypeError), (True, TypeError), (1 + 2j, TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (0.0, ValueError),
+        (-1.0, ValueError),
+        (np.inf, ValueError),
+        (np.nan, ValueError),
+        ("30", TypeError),
+        (True, TypeError),
+        (1 + 2j, TypeError),
+    ],
+)
 def test_softcap_is_checked(value, error):
     logits = np.zeros((2, 3), np.float32)
     for fn in (xentc.cross_entropy, xentc.cross_entropy_with_grad):
@@ -269,9 +318,17 @@ def test_softcap_is_checked(value, error):
             fn(logits, [0, 1], softcap=value)
 
 
-@pytest.mark.parametrize("value, error", [
-    (np.inf, ValueError), (-np.inf, ValueError), (np.nan, ValueError), (None, TypeError),
-    ("1", TypeError), (np.complex128(1), TypeError)])
+@pytest.mark.parametrize(
+    "value, error",
+    [
+        (np.inf, ValueError),
+        (-np.inf, ValueError),
+        (np.nan, ValueError),
+        (None, TypeError),
+        ("1", TypeError),
+        (np.complex128(1), TypeError),
+    ],
+)
 def test_logit_scale_is_checked(value, error):
     logits = np.zeros((2, 3), np.float32)
     out = np.full_like(logits, 7.0)
@@ -289,14 +346,17 @@ def test_dask_rows_pass_the_transform_through(dtype, rng):
     target = rng.integers(0, 300, 40)
     kw = {"softcap": 12.0, "logit_scale": 1.3, "reduction": "none"}
     want = xentc.cross_entropy_with_grad(logits, target, return_lse=True, **kw)
-    got = xentc.dask.cross_entropy_with_grad(da.from_array(logits, chunks=(16, -1)), target,
-                                             return_lse=True, **kw)
+    got = xentc.dask.cross_entropy_with_grad(
+        da.from_array(logits, chunks=(16, -1)), target, return_lse=True, **kw
+    )
     for a, b, what in zip(got, want, ("loss", "lse", "grad")):
         np.testing.assert_array_equal(a.compute(), b, err_msg=f"dask {what}")
-    loss = xentc.dask.cross_entropy(da.from_array(logits, chunks=(16, -1)), target,
-                                    softcap=12.0, logit_scale=1.3).compute()
-    assert math.isclose(loss, xentc.cross_entropy(logits, target, softcap=12.0, logit_scale=1.3),
-                        rel_tol=1e-12)
+    loss = xentc.dask.cross_entropy(
+        da.from_array(logits, chunks=(16, -1)), target, softcap=12.0, logit_scale=1.3
+    ).compute()
+    assert math.isclose(
+        loss, xentc.cross_entropy(logits, target, softcap=12.0, logit_scale=1.3), rel_tol=1e-12
+    )
     with pytest.raises(NotImplementedError, match="softcap"):
         xentc.dask.cross_entropy(da.from_array(logits, chunks=(16, 100)), target, softcap=12.0)
     with pytest.raises(ValueError, match="softcap"):

@@ -63,12 +63,16 @@ def test_read_only_map_loss(npy, tmp_path, opener):
         assert not mapped.flags.writeable
     for reduction in ("mean", "sum"):
         want = xentc.cross_entropy(logits, target, reduction=reduction, label_smoothing=0.1)
-        got, peak = _peak(lambda r=reduction: xentc.cross_entropy(
-            mapped, target, reduction=r, label_smoothing=0.1))
+        got, peak = _peak(
+            lambda r=reduction: xentc.cross_entropy(
+                mapped, target, reduction=r, label_smoothing=0.1
+            )
+        )
         assert peak < LIMIT, f"{peak} bytes allocated for {mapped.nbytes} bytes of logits"
         np.testing.assert_allclose(got, want, rtol=1e-6)
-    (loss, lse), peak = _peak(lambda: xentc.cross_entropy(mapped, target, reduction="none",
-                                                          return_lse=True))
+    (loss, lse), peak = _peak(
+        lambda: xentc.cross_entropy(mapped, target, reduction="none", return_lse=True)
+    )
     assert peak < LIMIT  # two N-sized results, no N x C copy
     want_loss, want_lse = xentc.cross_entropy(logits, target, reduction="none", return_lse=True)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-5, atol=1e-6)
@@ -93,8 +97,9 @@ def test_grad_into_map_opened_for_writing(npy, tmp_path):
     mapped = np.load(path, mmap_mode="r")
     grad_path = tmp_path / "grad.npy"
     out = np.lib.format.open_memmap(grad_path, mode="w+", dtype=np.float32, shape=(N, C))
-    (loss, grad), peak = _peak(lambda: xentc.cross_entropy_with_grad(
-        mapped, target, z_loss=1e-4, out=out))
+    (loss, grad), peak = _peak(
+        lambda: xentc.cross_entropy_with_grad(mapped, target, z_loss=1e-4, out=out)
+    )
     assert peak < LIMIT
     assert grad is out or np.shares_memory(grad, out)
     out.flush()
@@ -107,12 +112,12 @@ def test_grad_over_the_logits_file_in_place(npy):
     # out=logits on a map opened "r+": the gradient replaces the logits in the file.
     path, logits, target = npy
     mapped = np.load(path, mmap_mode="r+")
-    (loss, lse, grad), peak = _peak(lambda: xentc.cross_entropy_with_grad(
-        mapped, target, return_lse=True, out=mapped))
+    (loss, lse, grad), peak = _peak(
+        lambda: xentc.cross_entropy_with_grad(mapped, target, return_lse=True, out=mapped)
+    )
     assert peak < LIMIT and np.shares_memory(grad, mapped)
     mapped.flush()
-    want_loss, want_lse, want_grad = xentc.cross_entropy_with_grad(logits, target,
-                                                                   return_lse=True)
+    want_loss, want_lse, want_grad = xentc.cross_entropy_with_grad(logits, target, return_lse=True)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-6)
     np.testing.assert_allclose(lse, want_lse, rtol=1e-6)  # the logits' lse, read before
     np.testing.assert_allclose(np.load(path), want_grad, rtol=1e-5, atol=1e-9)

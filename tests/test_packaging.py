@@ -37,8 +37,12 @@ def imported_modules(path):
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             imported.add(node.module.split(".")[0])
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "importorskip"
-              and node.args and isinstance(node.args[0], ast.Constant)):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", "") == "importorskip"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             guarded.add(node.args[0].value.split(".")[0])
     return imported, guarded
 
@@ -54,4 +58,5 @@ def test_test_extra_holds_every_module_the_suite_imports():
             missing.setdefault(module, []).append(path.name)
     assert not missing, (
         f"imported by the suite but neither in the test extra nor guarded by importorskip: "
-        f"{missing}")
+        f"{missing}"
+    )

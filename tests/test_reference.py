@@ -53,7 +53,6 @@ pytestmark = pytest.mark.usefixtures("every_isa")
 needs_xentc = pytest.mark.skipif(xentc is None, reason=XENTC_MISSING)
 
 
-
 def _padding_untouched(view):
     """For a with_layout(..., "strided") view: a check that its NaN padding is still NaN."""
     buf = view.base

@@ -12,8 +12,9 @@ from xentc import _kernels
 from xentc._threads import RUNTIME_LIMIT, default_n_threads
 from xentc._validate import check_n_threads
 
-needs_openmp = pytest.mark.skipif(not _kernels.openmp_enabled(),
-                                  reason="serial build: there is no OpenMP runtime")
+needs_openmp = pytest.mark.skipif(
+    not _kernels.openmp_enabled(), reason="serial build: there is no OpenMP runtime"
+)
 OPENMP_LIBRARIES = ("libgomp", "libomp", "libiomp", "vcomp")
 
 
@@ -25,8 +26,11 @@ def test_openmp_runtime_is_a_loaded_openmp_library():
     if sys.platform.startswith("linux"):
         # Independently of dladdr: the file is mapped into this process.
         with open("/proc/self/maps") as f:
-            mapped = {os.path.realpath(line.split(maxsplit=5)[5].strip())
-                      for line in f if len(line.split(maxsplit=5)) == 6}
+            mapped = {
+                os.path.realpath(line.split(maxsplit=5)[5].strip())
+                for line in f
+                if len(line.split(maxsplit=5)) == 6
+            }
         assert path in mapped, f"{path} is not mapped into this process"
 
 
@@ -43,7 +47,11 @@ def test_repaired_wheel_calls_its_bundled_runtime():
         pytest.skip("not a wheel repaired by auditwheel (no xentc.libs/ beside the package)")
     runtime = subprocess.run(
         [sys.executable, "-c", "import xentc; print(xentc._config.openmp_runtime())"],
-        capture_output=True, text=True, cwd=os.path.dirname(package), check=True).stdout.strip()
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(package),
+        check=True,
+    ).stdout.strip()
     assert runtime.startswith(bundled + os.sep), f"the kernels call {runtime}, not {bundled}"
 
 

@@ -20,36 +20,68 @@ def split_classes(n_classes, sizes):
     return [(int(o), int(s)) for o, s in zip(offsets, sizes)]
 
 
-def run_shards(logits, target, sizes, *, with_grad=True, weight=None, sample_weight=None,
-               ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
-               grad_output=None, n_threads=None, order=None, in_place=False):
+def run_shards(
+    logits,
+    target,
+    sizes,
+    *,
+    with_grad=True,
+    weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    grad_output=None,
+    n_threads=None,
+    order=None,
+    in_place=False,
+):
     """(loss, lse, grad) computed shard by shard, each call seeing one block only."""
     n_classes = logits.shape[-1]
     blocks = split_classes(n_classes, sizes)
     prob = np.asarray(target).dtype.kind == "f"
 
     def block_target(o, s):
-        return target[..., o:o + s] if prob else target
+        return target[..., o : o + s] if prob else target
 
-    stats = [xentc.shard_stats(logits[..., o:o + s], block_target(o, s), class_offset=o,
-                               n_classes=n_classes, weight=weight, ignore_index=ignore_index,
-                               label_smoothing=label_smoothing, n_threads=n_threads)
-             for o, s in blocks]
+    stats = [
+        xentc.shard_stats(
+            logits[..., o : o + s],
+            block_target(o, s),
+            class_offset=o,
+            n_classes=n_classes,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            n_threads=n_threads,
+        )
+        for o, s in blocks
+    ]
     if order is not None:
         stats = [stats[k] for k in order]
-    totals = xentc.combine_shards(stats, sample_weight=sample_weight, reduction=reduction,
-                                  z_loss=z_loss)
+    totals = xentc.combine_shards(
+        stats, sample_weight=sample_weight, reduction=reduction, z_loss=z_loss
+    )
     if not with_grad:
         return totals.loss, totals.lse, None
     grad = np.empty(logits.shape, dtype=logits.dtype)
     for o, s in blocks:
-        block = logits[..., o:o + s]
+        block = logits[..., o : o + s]
         out = block if in_place else None
-        g = xentc.shard_grad(block, block_target(o, s), totals, class_offset=o, weight=weight,
-                             grad_output=grad_output, out=out, n_threads=n_threads)
+        g = xentc.shard_grad(
+            block,
+            block_target(o, s),
+            totals,
+            class_offset=o,
+            weight=weight,
+            grad_output=grad_output,
+            out=out,
+            n_threads=n_threads,
+        )
         if in_place:
             assert g is block or np.shares_memory(g, block)
-        grad[..., o:o + s] = g
+        grad[..., o : o + s] = g
     return totals.loss, totals.lse, grad
 
 
@@ -59,7 +91,8 @@ def assert_matches_core(logits, target, sizes, dtype, **options):
     tol = TOL[np.dtype(dtype)]
     options = {"reduction": "mean", **options}
     core_loss, core_lse, core_grad = xentc.cross_entropy_with_grad(
-        logits, target, return_lse=True, **options)
+        logits, target, return_lse=True, **options
+    )
     loss, lse, grad = run_shards(logits, target, sizes, **options)
     msg = f"sizes {sizes}, options {sorted(options)}"
     if options["reduction"] == "none":
@@ -67,13 +100,23 @@ def assert_matches_core(logits, target, sizes, dtype, **options):
         assert loss.shape == core_loss.shape
     else:
         assert type(loss) is float
-    np.testing.assert_allclose(np.asarray(loss, np.float64), np.asarray(core_loss, np.float64),
-                               rtol=tol["rtol"], atol=tol["atol"], equal_nan=True,
-                               err_msg=f"loss: {msg}")
+    np.testing.assert_allclose(
+        np.asarray(loss, np.float64),
+        np.asarray(core_loss, np.float64),
+        rtol=tol["rtol"],
+        atol=tol["atol"],
+        equal_nan=True,
+        err_msg=f"loss: {msg}",
+    )
     assert lse.dtype == dtype and lse.shape == core_lse.shape
-    np.testing.assert_allclose(lse.astype(np.float64), core_lse.astype(np.float64),
-                               rtol=tol["rtol"], atol=tol["atol"], equal_nan=True,
-                               err_msg=f"lse: {msg}")
+    np.testing.assert_allclose(
+        lse.astype(np.float64),
+        core_lse.astype(np.float64),
+        rtol=tol["rtol"],
+        atol=tol["atol"],
+        equal_nan=True,
+        err_msg=f"lse: {msg}",
+    )
     ref_lse = core_lse.astype(np.float64)
     scale = unit_grad_scale(logits, target, options, options.get("grad_output"), ref_lse)
     check_grad(grad, core_grad.astype(np.float64), dtype, scale, msg)
@@ -93,10 +136,23 @@ OPTION_SETS = [
     {"z_loss": 1e-3},
     {"reduction": "none", "grad_output": "rows"},
     {"grad_output": -0.5},
-    {"weight": "w", "sample_weight": "s", "label_smoothing": 0.2, "z_loss": 1e-2,
-     "ignore_index": 3, "reduction": "mean", "grad_output": 2.0},
-    {"weight": "w", "sample_weight": "s", "label_smoothing": 0.05, "z_loss": 1e-3,
-     "reduction": "none", "grad_output": "rows"},
+    {
+        "weight": "w",
+        "sample_weight": "s",
+        "label_smoothing": 0.2,
+        "z_loss": 1e-2,
+        "ignore_index": 3,
+        "reduction": "mean",
+        "grad_output": 2.0,
+    },
+    {
+        "weight": "w",
+        "sample_weight": "s",
+        "label_smoothing": 0.05,
+        "z_loss": 1e-3,
+        "reduction": "none",
+        "grad_output": "rows",
+    },
 ]
 
 
@@ -166,27 +222,38 @@ def test_confident_rows_keep_their_digits(kind, dtype, rng, every_isa):
     for sizes in ([64], [32, 32], [1] * 64, [5, 27, 32]):
         loss, _, grad = run_shards(logits, target, sizes, reduction="none")
         ref_loss, _ = ref_cross_entropy(logits, target, reduction="none")
-        np.testing.assert_allclose(loss.astype(np.float64), ref_loss,
-                                   rtol=TOL[dtype]["rtol"], atol=0, err_msg=f"{sizes}")
+        np.testing.assert_allclose(
+            loss.astype(np.float64), ref_loss, rtol=TOL[dtype]["rtol"], atol=0, err_msg=f"{sizes}"
+        )
         expected = ref_grad(logits, target, reduction="none")
         # the target class's p - 1, a tiny number, to its own relative accuracy
-        np.testing.assert_allclose(grad[np.arange(6), y].astype(np.float64),
-                                   expected[np.arange(6), y], rtol=1e-4, atol=0)
+        np.testing.assert_allclose(
+            grad[np.arange(6), y].astype(np.float64), expected[np.arange(6), y], rtol=1e-4, atol=0
+        )
 
 
 def test_against_the_reference(dtype, rng):
     # one independent check besides the core API: the float64 reference of tests/reference.py
     logits = (rng.normal(size=(5, 23)) * 2).astype(dtype)
     target = rng.integers(0, 23, 5)
-    options = {"weight": rng.uniform(0.5, 1.5, 23), "label_smoothing": 0.1, "z_loss": 1e-3,
-               "reduction": "mean"}
+    options = {
+        "weight": rng.uniform(0.5, 1.5, 23),
+        "label_smoothing": 0.1,
+        "z_loss": 1e-3,
+        "reduction": "mean",
+    }
     loss, lse, grad = run_shards(logits, target, [7, 1, 15], **options)
     ref_loss, ref_lse = ref_cross_entropy(logits, target, **options)
     tol = TOL[dtype]
     np.testing.assert_allclose(loss, ref_loss, rtol=tol["rtol"], atol=tol["atol"])
     np.testing.assert_allclose(lse.astype(np.float64), ref_lse, rtol=tol["rtol"], atol=tol["atol"])
-    check_grad(grad, ref_grad(logits, target, **options), dtype,
-               unit_grad_scale(logits, target, options, None, ref_lse), "reference")
+    check_grad(
+        grad,
+        ref_grad(logits, target, **options),
+        dtype,
+        unit_grad_scale(logits, target, options, None, ref_lse),
+        "reference",
+    )
 
 
 @pytest.mark.parametrize("layout", ["strided", "negative", "fortran", "3d"])
@@ -207,8 +274,7 @@ def test_layouts(layout, dtype, rng, every_isa):
         if kind == "prob":  # strided probabilities of the other float dtype
             other = np.float32 if dtype == np.float64 else np.float64
             target = np.asfortranarray(target.astype(other))
-        assert_matches_core(logits, target, [11, 19], dtype, reduction="none",
-                            label_smoothing=0.1)
+        assert_matches_core(logits, target, [11, 19], dtype, reduction="none", label_smoothing=0.1)
         assert_matches_core(logits, target, [1, 28, 1], dtype, sample_weight=np.ones(lead_shape))
 
 
@@ -232,21 +298,21 @@ def test_in_place(strided, dtype, rng):
 def test_non_finite_rows(kind, dtype, rng, every_isa):
     n_classes = 24
     logits = rng.normal(size=(8, n_classes)).astype(dtype)
-    logits[0, 3] = np.nan                 # NaN in the first shard
-    logits[1, 20] = np.nan                # NaN in the last shard
-    logits[2, 5] = np.inf                 # +inf
-    logits[3] = -np.inf                   # every class masked
-    logits[4, :12] = -np.inf              # a whole shard masked
+    logits[0, 3] = np.nan  # NaN in the first shard
+    logits[1, 20] = np.nan  # NaN in the last shard
+    logits[2, 5] = np.inf  # +inf
+    logits[3] = -np.inf  # every class masked
+    logits[4, :12] = -np.inf  # a whole shard masked
     logits[5, 12:] = -np.inf
-    logits[6, ::2] = -np.inf              # masked classes in every shard
-    logits[7, :8] = np.nan                # a shard of NaN only
+    logits[6, ::2] = -np.inf  # masked classes in every shard
+    logits[7, :8] = np.nan  # a shard of NaN only
     target = make_target(kind, rng, (8,), n_classes, dtype)
     if kind == "index":
-        target[4] = 15                    # finite target, first shard masked
+        target[4] = 15  # finite target, first shard masked
         target[5] = 2
-        target[6] = 1                     # an unmasked target
+        target[6] = 1  # an unmasked target
     else:
-        target[6, ::2] = 0.0              # no mass on the masked classes
+        target[6, ::2] = 0.0  # no mass on the masked classes
         target[6] /= target[6].sum()
     for sizes in ([24], [12, 12], [1] * 24, [5, 7, 12]):
         assert_matches_core(logits, target, sizes, dtype, reduction="none")
@@ -293,8 +359,12 @@ def test_no_rows(dtype):
 def test_bitwise_across_threads_and_shard_order(rng):
     logits = (rng.normal(size=(300, 500)) * 3).astype(np.float32)
     target = rng.integers(0, 500, 300)
-    options = {"label_smoothing": 0.1, "z_loss": 1e-3, "weight": rng.uniform(0.5, 2, 500),
-               "reduction": "none"}
+    options = {
+        "label_smoothing": 0.1,
+        "z_loss": 1e-3,
+        "weight": rng.uniform(0.5, 2, 500),
+        "reduction": "none",
+    }
     sizes = [100, 1, 250, 149]
     first = run_shards(logits, target, sizes, n_threads=1, **options)
     for n_threads, order in ((2, None), (3, [3, 1, 0, 2]), (1, [2, 3, 1, 0])):
@@ -322,17 +392,36 @@ def test_block_weights_equal_sliced_full_weights(rng):
     logits = rng.normal(size=(5, 12))
     target = rng.integers(0, 12, 5)
     w = rng.uniform(0.5, 2.0, 12)
-    full = [xentc.shard_stats(logits[:, o:o + 6], target, class_offset=o, n_classes=12,
-                              weight=w, label_smoothing=0.1) for o in (0, 6)]
-    own = [xentc.shard_stats(logits[:, o:o + 6], target, class_offset=o, n_classes=12,
-                             weight=w[o:o + 6], label_smoothing=0.1) for o in (0, 6)]
+    full = [
+        xentc.shard_stats(
+            logits[:, o : o + 6],
+            target,
+            class_offset=o,
+            n_classes=12,
+            weight=w,
+            label_smoothing=0.1,
+        )
+        for o in (0, 6)
+    ]
+    own = [
+        xentc.shard_stats(
+            logits[:, o : o + 6],
+            target,
+            class_offset=o,
+            n_classes=12,
+            weight=w[o : o + 6],
+            label_smoothing=0.1,
+        )
+        for o in (0, 6)
+    ]
     for a, b in zip(full, own):
         for name in ("max", "sumexp", "pivot", "pivot_weight", "weight_sum", "gap"):
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
     totals = xentc.combine_shards(full)
     np.testing.assert_array_equal(
         xentc.shard_grad(logits[:, 6:], target, totals, class_offset=6, weight=w),
-        xentc.shard_grad(logits[:, 6:], target, totals, class_offset=6, weight=w[6:]))
+        xentc.shard_grad(logits[:, 6:], target, totals, class_offset=6, weight=w[6:]),
+    )
 
 
 # ---- errors ----------------------------------------------------------------------------------
@@ -368,8 +457,9 @@ def test_errors_name_the_argument(rng):
         xentc.combine_shards([])
     with pytest.raises(TypeError, match="stats"):
         xentc.combine_shards([a, "b"])
-    smooth = xentc.shard_stats(logits[:, 4:], target, class_offset=4, n_classes=10,
-                               label_smoothing=0.1)
+    smooth = xentc.shard_stats(
+        logits[:, 4:], target, class_offset=4, n_classes=10, label_smoothing=0.1
+    )
     with pytest.raises(ValueError, match="label_smoothing"):
         xentc.combine_shards([a, smooth])
     other = xentc.shard_stats(logits[:, 4:], np.array([1, -100, 9]), class_offset=4, n_classes=10)
@@ -387,11 +477,11 @@ def test_errors_name_the_argument(rng):
     with pytest.raises(ValueError, match="out"):
         xentc.shard_grad(logits[:, :4], target, totals, class_offset=0, out=np.empty((3, 5)))
     with pytest.raises(ValueError, match="grad_output"):
-        xentc.shard_grad(logits[:, :4], target, totals, class_offset=0,
-                         grad_output=np.ones(3), out=out)
+        xentc.shard_grad(
+            logits[:, :4], target, totals, class_offset=0, grad_output=np.ones(3), out=out
+        )
     with pytest.raises(ValueError, match="target"):
-        xentc.shard_grad(logits[:, :4], rng.uniform(size=(3, 4)), totals, class_offset=0,
-                         out=out)
+        xentc.shard_grad(logits[:, :4], rng.uniform(size=(3, 4)), totals, class_offset=0, out=out)
     with pytest.raises(ValueError, match="logits_block"):
         xentc.shard_grad(logits[:2, :4], target[:2], totals, class_offset=0, out=out[:2])
     with pytest.raises(TypeError, match="totals"):

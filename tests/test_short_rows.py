@@ -45,14 +45,20 @@ def test_short_rows_match_the_reference(dtype, n_classes, option_name, layout):
     logits, target, opts = make_case(n_classes, n_classes, dtype, OPTIONS[option_name], layout)
     case = f"({N_ROWS}, {n_classes}) {np.dtype(dtype).name} {layout} {option_name}"
     for reduction in ["none", "mean"]:
-        loss, lse, grad = xentc.cross_entropy_with_grad(logits, target, reduction=reduction,
-                                                        return_lse=True, **opts)
+        loss, lse, grad = xentc.cross_entropy_with_grad(
+            logits, target, reduction=reduction, return_lse=True, **opts
+        )
         want_loss, want_lse = ref_cross_entropy(logits, target, reduction=reduction, **opts)
         check_loss(loss, want_loss, dtype, f"{case} {reduction}", reduction=reduction)
         check_loss(lse, want_lse, dtype, f"lse {case}", reduction="none")
         scale = unit_grad_scale(logits, target, dict(opts, reduction=reduction), None, want_lse)
-        check_grad(grad, ref_grad(logits, target, reduction=reduction, **opts), dtype, scale,
-                   f"{case} {reduction}")
+        check_grad(
+            grad,
+            ref_grad(logits, target, reduction=reduction, **opts),
+            dtype,
+            scale,
+            f"{case} {reduction}",
+        )
 
 
 @pytest.mark.parametrize("n_classes", [10, 100])
@@ -67,15 +73,15 @@ def test_non_finite_rows_leave_their_group_alone(dtype, n_classes):
     bad[3, 1] = np.inf
     bad[4] = -np.inf
     bad[5, 2] = np.nan
-    loss, lse, grad = xentc.cross_entropy_with_grad(bad, target, reduction="none",
-                                                    return_lse=True)
+    loss, lse, grad = xentc.cross_entropy_with_grad(bad, target, reduction="none", return_lse=True)
     rows = [3, 4, 5]
     assert np.all(np.isnan(loss[rows])) and np.all(np.isnan(grad[rows])), (loss[rows], grad[rows])
     np.testing.assert_array_equal(lse[rows], [np.inf, -np.inf, np.nan])
     others = np.setdiff1d(np.arange(40), rows)
     for got, want, name in zip((loss, lse, grad), clean, ("loss", "lse", "grad")):
-        np.testing.assert_array_equal(got[others], want[others],
-                                      err_msg=f"{name} of the other rows, C={n_classes}")
+        np.testing.assert_array_equal(
+            got[others], want[others], err_msg=f"{name} of the other rows, C={n_classes}"
+        )
 
 
 def test_in_place_gradient_of_short_rows(dtype):

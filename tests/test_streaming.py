@@ -19,15 +19,17 @@ def chunked(logits, target, out, chunk, **options):
     """The same gradient computed a few rows at a time: each call below the threshold."""
     for start in range(0, len(target), chunk):
         rows = slice(start, start + chunk)
-        xentc.cross_entropy_with_grad(logits[rows], target[rows], reduction="sum",
-                                      out=out[rows], **options)
+        xentc.cross_entropy_with_grad(
+            logits[rows], target[rows], reduction="sum", out=out[rows], **options
+        )
     return out
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("out_kind", ["fresh", "shifted", "in-place"])
-@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1, "z_loss": 1e-3}],
-                         ids=["plain", "smoothing+z_loss"])
+@pytest.mark.parametrize(
+    "options", [{}, {"label_smoothing": 0.1, "z_loss": 1e-3}], ids=["plain", "smoothing+z_loss"]
+)
 def test_streamed_gradient_matches_small_calls(dtype, out_kind, options, rng):
     n_rows = STREAM_MIN_BYTES // (N_CLASSES * np.dtype(dtype).itemsize) + 3
     logits = (rng.standard_normal((n_rows, N_CLASSES)) * 2).astype(dtype)

@@ -35,8 +35,12 @@ def make_inputs(seed, shape, dtype, target_kind, layout):
     else:
         target = rng.integers(0, c, n)
         target[::7] = -100
-        kw = {"weight": rng.uniform(0.5, 2, c), "sample_weight": rng.uniform(0, 2, n),
-              "z_loss": 1e-4, "label_smoothing": 0.05}
+        kw = {
+            "weight": rng.uniform(0.5, 2, c),
+            "sample_weight": rng.uniform(0, 2, n),
+            "z_loss": 1e-4,
+            "label_smoothing": 0.05,
+        }
     return logits, target, kw
 
 
@@ -47,12 +51,15 @@ def run_all(logits, target, kw, n_threads):
         opts = dict(kw, reduction=reduction, n_threads=n_threads)
         results[f"cross_entropy-{reduction}"] = (xentc.cross_entropy(logits, target, **opts),)
         results[f"cross_entropy-lse-{reduction}"] = xentc.cross_entropy(
-            logits, target, return_lse=True, **opts)
+            logits, target, return_lse=True, **opts
+        )
         results[f"with_grad-{reduction}"] = xentc.cross_entropy_with_grad(
-            logits, target, return_lse=True, **opts)
+            logits, target, return_lse=True, **opts
+        )
         out = np.empty_like(logits)
         results[f"with_grad-out-{reduction}"] = xentc.cross_entropy_with_grad(
-            logits, target, out=out, **opts)
+            logits, target, out=out, **opts
+        )
     return results
 
 
@@ -61,8 +68,9 @@ def assert_bitwise(got, want, case):
     for name in want:
         for i, (g, w) in enumerate(zip(got[name], want[name])):
             assert type(g) is type(w), f"{name}[{i}] type, {case}"
-            np.testing.assert_array_equal(g, w, err_msg=f"{name}[{i}] not bitwise equal, {case}",
-                                          strict=True)
+            np.testing.assert_array_equal(
+                g, w, err_msg=f"{name}[{i}] not bitwise equal, {case}", strict=True
+            )
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "strided"])
@@ -73,13 +81,19 @@ def test_bitwise_across_n_threads(dtype, shape, target_kind, layout):
     want = run_all(logits, target, kw, 1)
     assert np.all(np.isfinite(want["cross_entropy-none"][0])), "test data must be finite"
     for n in THREADS[1:]:
-        assert_bitwise(run_all(logits, target, kw, n), want,
-                       f"n_threads={n} vs 1, shape={shape} dtype={dtype} {target_kind} {layout}")
+        assert_bitwise(
+            run_all(logits, target, kw, n),
+            want,
+            f"n_threads={n} vs 1, shape={shape} dtype={dtype} {target_kind} {layout}",
+        )
 
 
 def _row_functions(x):
-    return {f"{fn.__name__}-axis{axis}": (fn(x, axis=axis),)
-            for fn in (xentc.logsumexp, xentc.softmax, xentc.log_softmax) for axis in (-1, 0)}
+    return {
+        f"{fn.__name__}-axis{axis}": (fn(x, axis=axis),)
+        for fn in (xentc.logsumexp, xentc.softmax, xentc.log_softmax)
+        for axis in (-1, 0)
+    }
 
 
 @pytest.mark.parametrize("omp", ["1", "2", "3", "7"])
@@ -91,8 +105,9 @@ def test_none_follows_omp_num_threads(monkeypatch, dtype, omp):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     rows_default = _row_functions(logits)
     monkeypatch.setenv("OMP_NUM_THREADS", omp)
-    assert_bitwise(run_all(logits, target, kw, None), want,
-                   f"OMP_NUM_THREADS={omp}, n_threads=None")
+    assert_bitwise(
+        run_all(logits, target, kw, None), want, f"OMP_NUM_THREADS={omp}, n_threads=None"
+    )
     assert_bitwise(_row_functions(logits), rows_default, f"OMP_NUM_THREADS={omp}, row functions")
 
 
@@ -121,11 +136,19 @@ def test_omp_num_threads_at_import(tmp_path):
     """)
     want = {}
     for reduction in REDUCTIONS:
-        loss, lse, grad = xentc.cross_entropy_with_grad(logits, target, reduction=reduction,
-                                                        return_lse=True, n_threads=1, **kw)
-        want.update({reduction + "-loss": loss, reduction + "-lse": lse, reduction + "-grad": grad,
-                     reduction + "-ce": xentc.cross_entropy(logits, target, reduction=reduction,
-                                                            n_threads=1, **kw)})
+        loss, lse, grad = xentc.cross_entropy_with_grad(
+            logits, target, reduction=reduction, return_lse=True, n_threads=1, **kw
+        )
+        want.update(
+            {
+                reduction + "-loss": loss,
+                reduction + "-lse": lse,
+                reduction + "-grad": grad,
+                reduction + "-ce": xentc.cross_entropy(
+                    logits, target, reduction=reduction, n_threads=1, **kw
+                ),
+            }
+        )
     want["softmax"] = xentc.softmax(logits)
     want["logsumexp"] = xentc.logsumexp(logits, axis=0)
     for omp in ("1", "3"):
@@ -134,14 +157,17 @@ def test_omp_num_threads_at_import(tmp_path):
         # are bitwise equal across thread counts, not across instruction sets
         env = dict(os.environ, OMP_NUM_THREADS=omp, XENTC_ISA=xentc._kernels.isa_active())
         cmd = [sys.executable, "-c", script, str(tmp_path / "inputs.npz"), str(out)]
-        proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
-                              timeout=120, check=False)
+        proc = subprocess.run(
+            cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False
+        )
         assert proc.returncode == 0, f"OMP_NUM_THREADS={omp}: {proc.stderr}"
         got = np.load(out)
         for name, w in want.items():
-            np.testing.assert_array_equal(got[name], w,
-                                          err_msg=f"{name}, OMP_NUM_THREADS={omp} at import "
-                                                  "vs n_threads=1 in this process")
+            np.testing.assert_array_equal(
+                got[name],
+                w,
+                err_msg=f"{name}, OMP_NUM_THREADS={omp} at import vs n_threads=1 in this process",
+            )
 
 
 @pytest.mark.parametrize("n_threads", [1, 2, None])
@@ -150,9 +176,17 @@ def test_concurrent_callers(dtype, n_threads):
     # its own out=, and a second round all on the SAME read-only logits; each must get exactly
     # what a serial call gives.
     shape = (129, 300)
-    inputs = [make_inputs(10 + i, shape, dtype, kind, layout)
-              for i, (kind, layout) in enumerate([("index", "contiguous"), ("probs", "strided"),
-                                                  ("index", "strided"), ("probs", "contiguous")])]
+    inputs = [
+        make_inputs(10 + i, shape, dtype, kind, layout)
+        for i, (kind, layout) in enumerate(
+            [
+                ("index", "contiguous"),
+                ("probs", "strided"),
+                ("index", "strided"),
+                ("probs", "contiguous"),
+            ]
+        )
+    ]
     shared = inputs[0][0].copy()
     shared.flags.writeable = False
 
@@ -171,8 +205,9 @@ def test_concurrent_callers(dtype, n_threads):
         concurrent = list(pool.map(work, jobs))
     for i, (results, want) in enumerate(zip(concurrent, serial)):
         for r, got in enumerate(results):
-            assert_bitwise(got, want,
-                           f"job {i} repeat {r}, 4 Python threads, n_threads={n_threads}")
+            assert_bitwise(
+                got, want, f"job {i} repeat {r}, 4 Python threads, n_threads={n_threads}"
+            )
 
 
 def _live_threads():
@@ -186,8 +221,10 @@ def test_eight_callers_mixed_n_threads_and_no_stray_threads(dtype):
     # threads than the calls need (each caller's pool: n_threads - 1 workers), and once the
     # callers have ended their pools go with them.
     counts = [1 + i % 4 for i in range(8)]
-    jobs = [make_inputs(40 + i, (130, 700), dtype, kind, "strided" if i % 3 else "contiguous")
-            for i, kind in enumerate(["index", "probs"] * 4)]
+    jobs = [
+        make_inputs(40 + i, (130, 700), dtype, kind, "strided" if i % 3 else "contiguous")
+        for i, kind in enumerate(["index", "probs"] * 4)
+    ]
     serial = [run_all(*job, n_threads=1) for job in jobs]
     xentc.cross_entropy(*jobs[0][:2], n_threads=max(counts))  # this thread's pool, at its size
     baseline = _live_threads()
@@ -204,8 +241,9 @@ def test_eight_callers_mixed_n_threads_and_no_stray_threads(dtype):
         concurrent = list(pool.map(work, range(8)))
     for i, results in enumerate(concurrent):
         for r, got in enumerate(results):
-            assert_bitwise(got, serial[i],
-                           f"caller {i} repeat {r}, 8 Python threads, n_threads={counts[i]}")
+            assert_bitwise(
+                got, serial[i], f"caller {i} repeat {r}, 8 Python threads, n_threads={counts[i]}"
+            )
     need = baseline + len(counts) + sum(n - 1 for n in counts)
     assert peak[0] <= need, f"{peak[0]} threads alive at once; the calls need at most {need}"
     # A pool's workers leave when its Python thread ends (libgomp frees the pool from the
@@ -215,4 +253,5 @@ def test_eight_callers_mixed_n_threads_and_no_stray_threads(dtype):
             break
         time.sleep(0.1)
     assert _live_threads() <= baseline, (
-        f"{_live_threads()} threads alive after every caller ended; {baseline} before")
+        f"{_live_threads()} threads alive after every caller ended; {baseline} before"
+    )

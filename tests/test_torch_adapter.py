@@ -96,8 +96,9 @@ def _check_parity(x, target, grad_output=None, tol_scale=1.0, **kw):
     msg = f"input {tuple(x.shape)} strides {x.stride()} {x.dtype}, options {kw}"
     assert loss.shape == ref.shape, msg
     tight = x.dtype == torch.float64
-    torch.testing.assert_close(loss.double(), ref, rtol=1e-12 if tight else 1e-5,
-                               atol=1e-13 if tight else 1e-6, msg=msg)
+    torch.testing.assert_close(
+        loss.double(), ref, rtol=1e-12 if tight else 1e-5, atol=1e-13 if tight else 1e-6, msg=msg
+    )
     go = grad_output if grad_output is not None else torch.ones_like(ref)
     loss.backward(go.to(loss.dtype))
     ref.backward(go.to(torch.float64))
@@ -137,8 +138,9 @@ def test_gradcheck(shape, kind, name, reduction):
         # torch refuses an ignore_index other than -100 with probabilities, where it plays no part
         opts.pop("ignore_index", None)
     target = _targets(gen, shape, c, kind, torch.float64, opts.get("ignore_index", -100))
-    assert torch.autograd.gradcheck(lambda z: xt.cross_entropy(z, target, **opts), (x,),
-                                    eps=1e-6, atol=1e-8, rtol=1e-6)
+    assert torch.autograd.gradcheck(
+        lambda z: xt.cross_entropy(z, target, **opts), (x,), eps=1e-6, atol=1e-8, rtol=1e-6
+    )
 
 
 # ---- (b) parity with F.cross_entropy ----------------------------------------------------------
@@ -298,7 +300,8 @@ def test_module_matches_torch_module():
     y = torch.randint(0, 12, (9,))
     torch.testing.assert_close(ours(x, y), theirs(x, y), rtol=1e-5, atol=1e-6)
     assert "z_loss" not in repr(ours) and "inplace_backward=True" in repr(
-        xt.CrossEntropyLoss(inplace_backward=True))
+        xt.CrossEntropyLoss(inplace_backward=True)
+    )
     with pytest.warns(UserWarning, match="size_average and reduce"):  # torch's own warning
         legacy = xt.CrossEntropyLoss(reduce=False)
     assert legacy.reduction == "none" and legacy(x, y).shape == (9,)
@@ -324,8 +327,10 @@ def test_errors():
 
 
 def test_import_xentc_does_not_import_torch():
-    code = "import sys, xentc; xentc.cross_entropy([[0.0, 1.0]], [1]); " \
-           "assert 'torch' not in sys.modules, 'import xentc imported torch'"
+    code = (
+        "import sys, xentc; xentc.cross_entropy([[0.0, 1.0]], [1]); "
+        "assert 'torch' not in sys.modules, 'import xentc imported torch'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd="/")
 
 
@@ -379,13 +384,21 @@ def test_softcap_logit_scale(softcap, logit_scale):
     x = (torch.randn(12, 40, generator=gen, dtype=torch.float64) * 4).requires_grad_(True)
     y = torch.randint(0, 40, (12,), generator=gen)
     assert torch.autograd.gradcheck(
-        lambda z: xt.cross_entropy(z, y, softcap=softcap, logit_scale=logit_scale), (x,),
-        eps=1e-6, atol=1e-8, rtol=1e-6)
+        lambda z: xt.cross_entropy(z, y, softcap=softcap, logit_scale=logit_scale),
+        (x,),
+        eps=1e-6,
+        atol=1e-8,
+        rtol=1e-6,
+    )
     z = logit_scale * x
     if softcap is not None:
         z = softcap * torch.tanh(z / softcap)
-    torch.testing.assert_close(xt.cross_entropy(x, y, softcap=softcap, logit_scale=logit_scale),
-                               F.cross_entropy(z, y), rtol=1e-12, atol=1e-13)
+    torch.testing.assert_close(
+        xt.cross_entropy(x, y, softcap=softcap, logit_scale=logit_scale),
+        F.cross_entropy(z, y),
+        rtol=1e-12,
+        atol=1e-13,
+    )
 
 
 # ---- a training run ------------------------------------------------------------------------------
@@ -394,8 +407,11 @@ def test_softcap_logit_scale(softcap, logit_scale):
 def _train(loss_fn, steps, vocab=512, dim=32, batch=8, seq=32):
     torch.manual_seed(0)
     model = torch.nn.Sequential(
-        torch.nn.Embedding(vocab, dim), torch.nn.Linear(dim, dim), torch.nn.GELU(),
-        torch.nn.Linear(dim, vocab))
+        torch.nn.Embedding(vocab, dim),
+        torch.nn.Linear(dim, dim),
+        torch.nn.GELU(),
+        torch.nn.Linear(dim, vocab),
+    )
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     data = torch.Generator().manual_seed(1)
     # a learnable next-token rule: token k is followed by (3k + 1) mod V, with 10 % noise

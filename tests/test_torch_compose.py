@@ -32,7 +32,8 @@ REDUCTIONS = ["mean", "sum", "none"]
 # inductor's CPU backend and torch.func's forward-mode decompositions still call torch.jit.script
 # internally (torch 2.13), which warns
 _INDUCTOR_WARNING = pytest.mark.filterwarnings(
-    r"ignore:`torch\.jit\.script(_method)?` is deprecated:DeprecationWarning")
+    r"ignore:`torch\.jit\.script(_method)?` is deprecated:DeprecationWarning"
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -80,8 +81,14 @@ OPTIONS = {
     "z_loss": {"z_loss": 0.05},
     "softcap": {"softcap": 2.5},
     "logit_scale": {"logit_scale": 0.6},
-    "all": {"weight": "w", "label_smoothing": 0.1, "z_loss": 0.02, "ignore_index": 0,
-            "softcap": 3.0, "logit_scale": 1.4},
+    "all": {
+        "weight": "w",
+        "label_smoothing": 0.1,
+        "z_loss": 0.02,
+        "ignore_index": 0,
+        "softcap": 3.0,
+        "logit_scale": 1.4,
+    },
 }
 
 
@@ -289,10 +296,10 @@ def test_forward_mode_jvp_hessian():
         tangent = fwAD.unpack_dual(ours(fwAD.make_dual(x, v))).tangent
     assert tangent is not None
     torch.testing.assert_close(tangent, torch.func.jvp(ref, (x,), (v,))[1], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(torch.func.jvp(ours, (x,), (v,))[1], tangent, rtol=1e-10,
-                               atol=1e-12)
-    torch.testing.assert_close(torch.func.hessian(ours)(x), torch.func.hessian(ref)(x),
-                               rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(torch.func.jvp(ours, (x,), (v,))[1], tangent, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        torch.func.hessian(ours)(x), torch.func.hessian(ref)(x), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_functional_call_per_sample_gradients():
@@ -355,8 +362,9 @@ def test_compile_training_step_matches_eager(name, reduction, fresh_dynamo):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13, msg=msg)
     lin.zero_grad()
     ref = _torch_loss(lin(feats).view(-1, c), target, **opts)
-    torch.testing.assert_close(results[0][0], ref.sum() if reduction == "none" else ref,
-                               rtol=1e-12, atol=1e-13, msg=msg)
+    torch.testing.assert_close(
+        results[0][0], ref.sum() if reduction == "none" else ref, rtol=1e-12, atol=1e-13, msg=msg
+    )
 
 
 @_INDUCTOR_WARNING
@@ -376,9 +384,15 @@ def test_compile_dynamic_shapes_extras_inplace_and_target_gradient(fresh_dynamo)
     # dynamic batch sizes (one graph), the extra outputs, inplace_backward (made out-of-place
     # under compile: docs/torch.md) and a probability target that requires grad
     def step(z, t, p):
-        loss, z_loss, lse = xt.cross_entropy(z * 2.0, t, label_smoothing=0.1, z_loss=1e-2,
-                                             inplace_backward=True, return_z_loss=True,
-                                             return_lse=True)
+        loss, z_loss, lse = xt.cross_entropy(
+            z * 2.0,
+            t,
+            label_smoothing=0.1,
+            z_loss=1e-2,
+            inplace_backward=True,
+            return_z_loss=True,
+            return_lse=True,
+        )
         soft = xt.cross_entropy(z.transpose(1, 2), p, label_smoothing=0.1)
         return loss + soft, z_loss, lse
 
@@ -415,21 +429,22 @@ ERRORS = {
     "index out of range": ((torch.randn(3, 4), torch.tensor([0, 1, 9])), {}, IndexError),
     "negative index": ((torch.randn(3, 4), torch.tensor([0, -5, 1])), {}, IndexError),
     "batch size": ((torch.randn(3, 4), torch.tensor([0, 1])), {}, ValueError),
-    "spatial size": ((torch.randn(2, 4, 3), torch.zeros(2, 5, dtype=torch.long)), {},
-                     RuntimeError),
-    "reduction": ((torch.randn(3, 4), torch.tensor([0, 1, 2])), {"reduction": "avg"},
-                  ValueError),
-    "label_smoothing": ((torch.randn(3, 4), torch.tensor([0, 1, 2])), {"label_smoothing": 1.5},
-                        RuntimeError),
-    "prob ignore_index": ((torch.randn(3, 4), torch.rand(3, 4)), {"ignore_index": 0},
-                          RuntimeError),
-    "weight length": ((torch.randn(3, 4), torch.tensor([0, 1, 2])), {"weight": torch.ones(5)},
-                      RuntimeError),
-    "integer input": ((torch.randint(0, 3, (3, 4)), torch.tensor([0, 1, 2])), {},
-                      RuntimeError),
+    "spatial size": ((torch.randn(2, 4, 3), torch.zeros(2, 5, dtype=torch.long)), {}, RuntimeError),
+    "reduction": ((torch.randn(3, 4), torch.tensor([0, 1, 2])), {"reduction": "avg"}, ValueError),
+    "label_smoothing": (
+        (torch.randn(3, 4), torch.tensor([0, 1, 2])),
+        {"label_smoothing": 1.5},
+        RuntimeError,
+    ),
+    "prob ignore_index": ((torch.randn(3, 4), torch.rand(3, 4)), {"ignore_index": 0}, RuntimeError),
+    "weight length": (
+        (torch.randn(3, 4), torch.tensor([0, 1, 2])),
+        {"weight": torch.ones(5)},
+        RuntimeError,
+    ),
+    "integer input": ((torch.randint(0, 3, (3, 4)), torch.tensor([0, 1, 2])), {}, RuntimeError),
     "prob shape": ((torch.randn(3, 4), torch.rand(3, 5)), {}, RuntimeError),
-    "integer one-hot": ((torch.randn(3, 4), torch.zeros(3, 4, dtype=torch.long)), {},
-                        RuntimeError),
+    "integer one-hot": ((torch.randn(3, 4), torch.zeros(3, 4, dtype=torch.long)), {}, RuntimeError),
 }
 NUMPY_TYPE = {"integer input": TypeError}
 
@@ -449,8 +464,12 @@ def test_errors_are_torch_types(case):
 
 def test_probability_targets_negative_ignore_index_accepted_as_torch():
     x, p = torch.randn(3, 4, dtype=torch.float64), torch.rand(3, 4, dtype=torch.float64)
-    torch.testing.assert_close(xt.cross_entropy(x, p, ignore_index=-1),
-                               F.cross_entropy(x, p, ignore_index=-1), rtol=1e-12, atol=0)
+    torch.testing.assert_close(
+        xt.cross_entropy(x, p, ignore_index=-1),
+        F.cross_entropy(x, p, ignore_index=-1),
+        rtol=1e-12,
+        atol=0,
+    )
 
 
 # ---- (e) extra outputs ---------------------------------------------------------------------------
@@ -503,14 +522,16 @@ def test_probability_target_gradient_matches_torch(name, reduction):
     # Fails on the old adapter: a target that requires grad was refused.
     x, p, opts = _case((5, 6), "prob", name, reduction)
     p = p.requires_grad_(True)
-    go = torch.randn(5 if reduction == "none" else (), generator=_seed(name, reduction),
-                     dtype=torch.float64)
+    go = torch.randn(
+        5 if reduction == "none" else (), generator=_seed(name, reduction), dtype=torch.float64
+    )
     gx, gp = torch.autograd.grad(xt.cross_entropy(x, p, **opts), (x, p), go)
     rx, rp = torch.autograd.grad(_torch_loss(x, p, **opts), (x, p), go)
     torch.testing.assert_close(gx, rx, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(gp, rp, rtol=1e-10, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda a, b: xt.cross_entropy(a, b, **opts), (x, p),
-                                    check_batched_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, b: xt.cross_entropy(a, b, **opts), (x, p), check_batched_grad=True
+    )
 
 
 # ---- (f) inplace_backward refusals ---------------------------------------------------------------
@@ -577,8 +598,9 @@ def test_inplace_backward_with_create_graph_is_not_in_place():
     x, target, opts = _case((6, 5), "index", "all", "mean")
     z = x * 1.0
     z_before = z.detach().clone()
-    (g,) = torch.autograd.grad(xt.cross_entropy(z, target, **opts, inplace_backward=True), x,
-                               create_graph=True)
+    (g,) = torch.autograd.grad(
+        xt.cross_entropy(z, target, **opts, inplace_backward=True), x, create_graph=True
+    )
     (ref,) = torch.autograd.grad(_torch_loss(x, target, **opts), x, create_graph=True)
     torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-12)
     assert torch.equal(z.detach(), z_before)
@@ -600,8 +622,9 @@ def test_empty_inputs_as_torch(shape, kind, reduction, inplace):
         target = torch.zeros((shape[0], *shape[2:]), dtype=torch.long)
     else:
         target = torch.rand(shape, dtype=torch.float64)
-    loss = xt.cross_entropy(x, target, reduction=reduction, label_smoothing=0.1,
-                            inplace_backward=inplace)
+    loss = xt.cross_entropy(
+        x, target, reduction=reduction, label_smoothing=0.1, inplace_backward=inplace
+    )
     ref_leaf = leaf.detach().clone().requires_grad_(True)
     ref = F.cross_entropy(ref_leaf, target, reduction=reduction, label_smoothing=0.1)
     msg = f"shape {shape}, {kind}, {reduction}"

@@ -56,9 +56,12 @@ MODULE_CASES = {
     "ignore_index_label_smoothing": {"ignore_index": 1, "label_smoothing": 0.15},
 }
 INDEX_SHAPES = {"4d": (2, 3, 5, 5), "3d": (2, 3, 5), "2d": (2, 3), "higher_dim": (2, 3, 5, 5, 2, 2)}
-PROB_SHAPES = {"4d_prob_target": (5, 3, 4, 2), "3d_prob_target": (5, 3, 4),
-               "2d_prob_target": (5, 3),
-               "higher_dim_prob_target": (2, 3, 5, 5, 2, 2)}
+PROB_SHAPES = {
+    "4d_prob_target": (5, 3, 4, 2),
+    "3d_prob_target": (5, 3, 4),
+    "2d_prob_target": (5, 3),
+    "higher_dim_prob_target": (2, 3, 5, 5, 2, 2),
+}
 
 
 def _module_inputs():
@@ -89,8 +92,9 @@ def _make(shape, kind, kw, reduction, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("desc,reduction,kw,shape,kind", MODULE_INPUTS,
-                         ids=[m[0] for m in MODULE_INPUTS])
+@pytest.mark.parametrize(
+    "desc,reduction,kw,shape,kind", MODULE_INPUTS, ids=[m[0] for m in MODULE_INPUTS]
+)
 def test_module_db_forward_and_grad(desc, reduction, kw, shape, kind, dtype):
     # ModuleInfo test_forward (against the reference), test_grad / test_gradgrad (float64), and
     # test_non_contiguous_tensors
@@ -190,8 +194,10 @@ def test_cross_entropy_loss_one_hot_target(k):
 
 def test_cross_entropy_label_smoothing_errors():
     n, c = 3, 4
-    for args in [(torch.randn(n, c), torch.arange(0, c)[:n]),
-                 (torch.randn(n, c), torch.randn(n, c))]:
+    for args in [
+        (torch.randn(n, c), torch.arange(0, c)[:n]),
+        (torch.randn(n, c), torch.randn(n, c)),
+    ]:
         with pytest.raises(RuntimeError, match=r"label_smoothing must be"):
             xt.CrossEntropyLoss(label_smoothing=1.2)(*args)
 
@@ -232,11 +238,13 @@ def test_cross_entropy_label_smoothing_weight_ignore_indices():
     inp1 = torch.tensor([[0.3, 0.4], [1, 2]])
     inp2 = torch.tensor([[0.3, 0.6], [1, 2]])
     targets = {-100: torch.tensor([-100, 1]), -2: torch.tensor([-2, 1]), 2: torch.tensor([2, 1])}
-    for reduction, eps, weight in itertools.product(["none", "sum", "mean"], [0.05, 0.15],
-                                                    (None, wgt)):
+    for reduction, eps, weight in itertools.product(
+        ["none", "sum", "mean"], [0.05, 0.15], (None, wgt)
+    ):
         for ignore_index, t in targets.items():
-            m = xt.CrossEntropyLoss(reduction=reduction, label_smoothing=eps, weight=weight,
-                                    ignore_index=ignore_index)
+            m = xt.CrossEntropyLoss(
+                reduction=reduction, label_smoothing=eps, weight=weight, ignore_index=ignore_index
+            )
             torch.testing.assert_close(m(inp1, t), m(inp2, t))
             if reduction != "none":  # the 'mean' denominator leaves the ignored row out
                 torch.testing.assert_close(m(inp1, t), m(inp2[1:], t[1:]))
@@ -255,8 +263,11 @@ def test_empty_tensor_reduction(size, reduction):
     x = torch.rand(size, requires_grad=True)
     t = torch.randint(size[1], (size[0], *size[2:]))
     out = xt.cross_entropy(x, t, reduction=reduction)
-    expected = {"none": torch.empty(t.shape), "mean": torch.tensor(float("nan")),
-                "sum": torch.tensor(0.0)}[reduction]
+    expected = {
+        "none": torch.empty(t.shape),
+        "mean": torch.tensor(float("nan")),
+        "sum": torch.tensor(0.0),
+    }[reduction]
     torch.testing.assert_close(out, expected, equal_nan=True)
     out.sum().backward()
     assert x.grad.size() == x.size()
@@ -271,8 +282,9 @@ def test_total_weight_is_zero_and_all_ignored(size):
     for kw in ({"weight": w}, {"ignore_index": 0}):
         assert xt.cross_entropy(x, t, reduction="sum", **kw).item() == 0.0
         assert torch.isnan(xt.cross_entropy(x, t, reduction="mean", **kw))
-        torch.testing.assert_close(xt.cross_entropy(x, t, reduction="none", **kw),
-                                   torch.zeros(t.shape))
+        torch.testing.assert_close(
+            xt.cross_entropy(x, t, reduction="none", **kw), torch.zeros(t.shape)
+        )
 
 
 def test_byte_target_matches_long():
@@ -335,8 +347,9 @@ def test_cross_entropy_loss_precision():
     # (16, 2, 128, 128) (a tenth of the upstream's 600 MB); float32 against float64
     xf = torch.randn(16, 2, 128, 128)
     t = torch.randint(2, (16, 128, 128))
-    torch.testing.assert_close(xt.CrossEntropyLoss()(xf, t),
-                               xt.CrossEntropyLoss()(xf.double(), t).float())
+    torch.testing.assert_close(
+        xt.CrossEntropyLoss()(xf, t), xt.CrossEntropyLoss()(xf.double(), t).float()
+    )
 
 
 def test_cross_entropy_loss_zero_div_is_an_error():

@@ -8,12 +8,13 @@ after each, so that the rounding of one is absorbed by the rest. Prints them as 
 significant digits (enough to give back the float) and the fit's error (float64; the float32
 evaluation adds its own roundings: see the accuracy note in xc_math.h).
 """
+
 import re
 
 import numpy as np
 
 HALF_RANGE = np.log(2.0) / 2 * 1.0001  # |r| <= ln(2)/2, plus the reduction's rounding
-DEGREES = [2, 3, 4, 5, 6]               # r^2 q(r) = sum_k c_k r^k
+DEGREES = [2, 3, 4, 5, 6]  # r^2 q(r) = sum_k c_k r^k
 
 
 def lawson(basis, target, iters=100):

@@ -39,8 +39,10 @@ def report(who, logits, target, threads, repeats):
     rows = []
     for n in (threads, 1):
         first, median = measure(logits, target, n, repeats)
-        rows.append(f"{who:<8} n_threads={n:<3} first call {first:9.3f} ms   "
-                    f"median of next {repeats}: {median:9.3f} ms")
+        rows.append(
+            f"{who:<8} n_threads={n:<3} first call {first:9.3f} ms   "
+            f"median of next {repeats}: {median:9.3f} ms"
+        )
     return "\n".join(rows)
 
 
@@ -54,8 +56,10 @@ def main():
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((args.rows, args.classes)).astype(np.float32)
     target = rng.integers(0, args.classes, args.rows)
-    print(f"xentc {xentc.__version__}: loss + gradient (out=) of ({args.rows}, {args.classes}) "
-          f"float32, {len(os.sched_getaffinity(0))} usable cores")
+    print(
+        f"xentc {xentc.__version__}: loss + gradient (out=) of ({args.rows}, {args.classes}) "
+        f"float32, {len(os.sched_getaffinity(0))} usable cores"
+    )
     # The parent's pool exists and is warm before the fork, as in a pipeline.
     measure(logits, target, args.threads, 3)
     read, write = os.pipe()

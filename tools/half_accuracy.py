@@ -41,8 +41,10 @@ def unit_roundoff(dtype):
 
 def main():
     print(f"xentc {xentc.__version__}, instruction set {xentc._kernels.isa_active()}")
-    print(f"{'dtype':9s} {'shape':13s} {'loss rel':>9s} {'grad abs':>9s} {'f32 grad':>9s} "
-          f"{'unit rnd':>9s}")
+    print(
+        f"{'dtype':9s} {'shape':13s} {'loss rel':>9s} {'grad abs':>9s} {'f32 grad':>9s} "
+        f"{'unit rnd':>9s}"
+    )
     for shape in SHAPES:
         rng = np.random.default_rng(2026)
         base = (3 * rng.standard_normal(shape)).astype(np.float32)
@@ -58,18 +60,25 @@ def main():
             _, grad32 = xentc.cross_entropy_with_grad(wide, target, reduction="sum")
             grad_err = np.max(np.abs(grad.astype(np.float32).astype(np.float64) - expected))
             f32_err = np.max(np.abs(grad32.astype(np.float64) - expected))
-            print(f"{dtype.name:9s} {shape!s:13s} {abs(loss - ref_loss) / ref_loss:9.2e} "
-                  f"{grad_err:9.2e} {f32_err:9.2e} {unit_roundoff(dtype):9.2e}"
-                  f"   ({time.perf_counter() - start:.0f} s)", flush=True)
+            print(
+                f"{dtype.name:9s} {shape!s:13s} {abs(loss - ref_loss) / ref_loss:9.2e} "
+                f"{grad_err:9.2e} {f32_err:9.2e} {unit_roundoff(dtype):9.2e}"
+                f"   ({time.perf_counter() - start:.0f} s)",
+                flush=True,
+            )
 
 
 def speed():
     rng = np.random.default_rng(0)
     z = (3 * rng.standard_normal((64, 32000))).astype(np.float32)
     y = rng.integers(0, 32000, 64)
-    variants = [("float32", z, {}), ("logit_scale", z, {"logit_scale": 0.5}),
-                ("softcap", z, {"softcap": 30.0}), ("float16", z.astype(np.float16), {}),
-                ("bfloat16", z.astype(ml_dtypes.bfloat16), {})]
+    variants = [
+        ("float32", z, {}),
+        ("logit_scale", z, {"logit_scale": 0.5}),
+        ("softcap", z, {"softcap": 30.0}),
+        ("float16", z.astype(np.float16), {}),
+        ("bfloat16", z.astype(ml_dtypes.bfloat16), {}),
+    ]
     active = xentc._kernels.isa_active()
     print("\nloss + grad, (64, 32000), 1 thread: time over plain float32")
     try:
@@ -84,8 +93,12 @@ def speed():
                     xentc.cross_entropy_with_grad(arr, y, out=out, n_threads=1, **kw)
                     runs.append(time.perf_counter() - start)
                 times[name] = min(runs)
-            print(f"{isa:9s} float32 {times['float32'] * 1e3:.2f} ms  " + "  ".join(
-                f"{k} {v / times['float32']:.2f}x" for k, v in times.items() if k != "float32"))
+            print(
+                f"{isa:9s} float32 {times['float32'] * 1e3:.2f} ms  "
+                + "  ".join(
+                    f"{k} {v / times['float32']:.2f}x" for k, v in times.items() if k != "float32"
+                )
+            )
     finally:
         xentc._kernels._use_isa(active)
 

@@ -36,8 +36,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def runtime_library(compiler, name):
     """Absolute path of the sanitizer runtime `name` (libasan.so) of `compiler`, or exit."""
     try:
-        out = subprocess.run([compiler, f"-print-file-name={name}"], capture_output=True,
-                             text=True, check=True).stdout.strip()
+        out = subprocess.run(
+            [compiler, f"-print-file-name={name}"], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError) as err:
         sys.exit(f"sanitize_run: cannot ask {compiler} for {name}: {err}")
     # Without the library the compiler echoes the bare name back.
@@ -69,8 +70,13 @@ def sanitizer_env(log_dir, compiler):
 
 
 # The first line of every sanitizer report on stderr.
-MARKERS = ("runtime error:", "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-           "AddressSanitizer:DEADLYSIGNAL", "ERROR: UndefinedBehaviorSanitizer")
+MARKERS = (
+    "runtime error:",
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "AddressSanitizer:DEADLYSIGNAL",
+    "ERROR: UndefinedBehaviorSanitizer",
+)
 
 PREFLIGHT = """
 import xentc
@@ -82,13 +88,20 @@ if "-fsanitize=address,undefined" not in flags:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--python", default=sys.executable,
-                        help="the interpreter whose xentc is the sanitizer build")
-    parser.add_argument("--cc", default=os.environ.get("CC", "gcc").split()[0],
-                        help="the compiler that built it (for its libasan.so)")
+    parser.add_argument(
+        "--python",
+        default=sys.executable,
+        help="the interpreter whose xentc is the sanitizer build",
+    )
+    parser.add_argument(
+        "--cc",
+        default=os.environ.get("CC", "gcc").split()[0],
+        help="the compiler that built it (for its libasan.so)",
+    )
     parser.add_argument("--log-dir", help="where reports go (default: a fresh temporary folder)")
-    parser.add_argument("args", nargs=argparse.REMAINDER,
-                        help="arguments for the interpreter, after --")
+    parser.add_argument(
+        "args", nargs=argparse.REMAINDER, help="arguments for the interpreter, after --"
+    )
     opts = parser.parse_args(argv)
     args = opts.args[1:] if opts.args[:1] == ["--"] else opts.args
     if not args:
@@ -103,8 +116,9 @@ def main(argv=None):
     print(f"sanitize_run: reports go to {log_dir}", flush=True)
     # A run against an ordinary build would pass without checking anything. (Leak checking off
     # for this one: its exit status must say only whether the build is the sanitizer build.)
-    preflight_env = dict(env, ASAN_OPTIONS=env["ASAN_OPTIONS"].replace("detect_leaks=1",
-                                                                        "detect_leaks=0"))
+    preflight_env = dict(
+        env, ASAN_OPTIONS=env["ASAN_OPTIONS"].replace("detect_leaks=1", "detect_leaks=0")
+    )
     if subprocess.run([opts.python, "-c", PREFLIGHT], env=preflight_env).returncode:
         sys.exit("sanitize_run: the interpreter's xentc is not the sanitizer build")
     if "pytest" in args and not any(a.startswith(("--capture", "-s")) for a in args):
@@ -121,14 +135,18 @@ def main(argv=None):
         if any(marker in line for marker in MARKERS):
             stderr_reports += 1
     status = proc.wait()
-    reports = sorted(os.path.join(log_dir, f) for f in os.listdir(log_dir)
-                     if f.startswith(("asan.", "ubsan.")))
+    reports = sorted(
+        os.path.join(log_dir, f) for f in os.listdir(log_dir) if f.startswith(("asan.", "ubsan."))
+    )
     for path in reports:
         with open(path, errors="replace") as f:
             print(f"\n===== {path}\n{f.read()}", file=sys.stderr)
     if reports or stderr_reports:
-        print(f"sanitize_run: FAILED: {len(reports)} sanitizer report file(s) in {log_dir}, "
-              f"{stderr_reports} report(s) on stderr", file=sys.stderr)
+        print(
+            f"sanitize_run: FAILED: {len(reports)} sanitizer report file(s) in {log_dir}, "
+            f"{stderr_reports} report(s) on stderr",
+            file=sys.stderr,
+        )
         return status or 1
     print(f"sanitize_run: no sanitizer report (command exit status {status})")
     if not opts.log_dir:

@@ -46,7 +46,8 @@ def main():
                 got = xentc.cross_entropy(logits, target, reduction="none", n_threads=threads)
                 check(got, loss, tol * 10, f"loss {what}")
                 _, got_lse, got_grad = xentc.cross_entropy_with_grad(
-                    logits, target, reduction="sum", return_lse=True, n_threads=threads)
+                    logits, target, reduction="sum", return_lse=True, n_threads=threads
+                )
                 check(got_lse, lse, tol * 10, f"lse {what}")
                 check(got_grad, grad, tol, f"grad {what}")
             out = np.full(logits.shape, np.nan, dtype=dtype)
@@ -57,12 +58,22 @@ def main():
             check(work, grad, tol, f"in place {what}")
             probs = np.zeros(logits.shape, dtype=dtype)
             probs[np.arange(n), target] = 1.0
-            check(xentc.cross_entropy(logits, probs, reduction="none"), loss, tol * 10,
-                  f"probabilities {what}")
+            check(
+                xentc.cross_entropy(logits, probs, reduction="none"),
+                loss,
+                tol * 10,
+                f"probabilities {what}",
+            )
             xentc.cross_entropy_with_grad(
-                logits, target, weight=rng.uniform(0.5, 2, c), sample_weight=rng.uniform(0, 1, n),
-                label_smoothing=0.1, z_loss=1e-3, reduction="none",
-                grad_output=rng.uniform(-1, 1, n))
+                logits,
+                target,
+                weight=rng.uniform(0.5, 2, c),
+                sample_weight=rng.uniform(0, 1, n),
+                label_smoothing=0.1,
+                z_loss=1e-3,
+                reduction="none",
+                grad_output=rng.uniform(-1, 1, n),
+            )
             check(xentc.logsumexp(logits), lse, tol * 10, f"logsumexp {what}")
             check(xentc.softmax(logits), grad + probs, tol, f"softmax {what}")
             check(xentc.log_softmax(logits, axis=0).shape, np.array(logits.shape), 0, "shape")

@@ -24,8 +24,17 @@ from ._validate import (
 )
 
 
-def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=None,
-         return_lse=False, denominator=None, lse_dtype=None):
+def _run(
+    plan,
+    *,
+    grad=None,
+    grad_fresh=False,
+    grad_scale=1.0,
+    row_grad_scale=None,
+    return_lse=False,
+    denominator=None,
+    lse_dtype=None,
+):
     """Run the fused kernel; returns (loss as the reduction asks, lse rows or None).
     denominator: the 'mean' denominator when the caller has it already (else computed here).
     lse_dtype: the lse's dtype; None: the kernel's row dtype (float64 is the other choice)."""
@@ -34,15 +43,28 @@ def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=No
     loss_rows = np.empty(plan.n_rows, dtype=plan.row_dtype) if plan.reduction == "none" else None
     lse = np.empty(plan.n_rows, dtype=lse_dtype or plan.row_dtype) if return_lse else None
     total = _kernels.xent(
-        plan.logits, plan.n_rows, plan.n_classes, target_index=plan.target_index,
-        ignore_index=plan.ignore_index, target_prob=plan.target_prob,
-        class_weight=plan.class_weight, sample_weight=plan.sample_weight,
-        label_smoothing=plan.label_smoothing, z_loss=plan.z_loss,
-        grad=None if grad is None else as_matrix(grad), grad_fresh=grad_fresh,
+        plan.logits,
+        plan.n_rows,
+        plan.n_classes,
+        target_index=plan.target_index,
+        ignore_index=plan.ignore_index,
+        target_prob=plan.target_prob,
+        class_weight=plan.class_weight,
+        sample_weight=plan.sample_weight,
+        label_smoothing=plan.label_smoothing,
+        z_loss=plan.z_loss,
+        grad=None if grad is None else as_matrix(grad),
+        grad_fresh=grad_fresh,
         grad_scale=grad_scale,
-        row_grad_scale=row_grad_scale, loss_out=loss_rows, lse_out=lse,
-        want_sum=plan.reduction != "none", n_threads=plan.n_threads,
-        logit_scale=plan.logit_scale, softcap=plan.softcap, logits_half=plan.half)
+        row_grad_scale=row_grad_scale,
+        loss_out=loss_rows,
+        lse_out=lse,
+        want_sum=plan.reduction != "none",
+        n_threads=plan.n_threads,
+        logit_scale=plan.logit_scale,
+        softcap=plan.softcap,
+        logits_half=plan.half,
+    )
     if plan.reduction == "none":
         loss = loss_rows.reshape(plan.lead_shape)
     elif plan.reduction == "sum":
@@ -54,11 +76,21 @@ def _run(plan, *, grad=None, grad_fresh=False, grad_scale=1.0, row_grad_scale=No
     return loss, None if lse is None else lse.reshape(plan.lead_shape)
 
 
-def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
-                  sample_weight: ArrayLike | None = None, ignore_index: int = -100,
-                  reduction: Reduction = "mean", label_smoothing: float = 0.0,
-                  z_loss: float = 0.0, softcap: float | None = None, logit_scale: float = 1.0,
-                  return_lse: bool = False, n_threads: int | None = None) -> Loss | LossLse:
+def cross_entropy(
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    return_lse: bool = False,
+    n_threads: int | None = None,
+) -> Loss | LossLse:
     """Softmax cross-entropy of `logits` against `target`, classes on the last axis.
 
     The options follow ``torch.nn.functional.cross_entropy``; the formulas, the NaN and inf rules
@@ -142,18 +174,38 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
     >>> np.round(lse, 4)
     array([2.417, 2.72 ], dtype=float32)
     """
-    plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
+    plan = plan_cross_entropy(
+        logits,
+        target,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        n_threads,
+        softcap,
+        logit_scale,
+    )
     loss, lse = _run(plan, return_lse=return_lse)
     return (loss, lse) if return_lse else loss
 
 
 def cross_entropy_with_grad(
-    logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
-    sample_weight: ArrayLike | None = None, ignore_index: int = -100,
-    reduction: Reduction = "mean", label_smoothing: float = 0.0, z_loss: float = 0.0,
-    softcap: float | None = None, logit_scale: float = 1.0, return_lse: bool = False,
-    n_threads: int | None = None, grad_output: ArrayLike | None = None,
+    logits: ArrayLike,
+    target: ArrayLike,
+    *,
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    return_lse: bool = False,
+    n_threads: int | None = None,
+    grad_output: ArrayLike | None = None,
     out: np.ndarray | None = None,
 ) -> tuple[Loss, np.ndarray] | tuple[Loss, FloatArray, np.ndarray]:
     """`cross_entropy` and its gradient with respect to the logits, in one fused pass.
@@ -217,16 +269,41 @@ def cross_entropy_with_grad(
     >>> grad is logits
     True
     """
-    plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
+    plan = plan_cross_entropy(
+        logits,
+        target,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        n_threads,
+        softcap,
+        logit_scale,
+    )
     scale, row_scale = check_grad_output(grad_output, plan.reduction, plan.lead_shape)
-    grad = check_out(out, logits, plan.dtype, {
-        "target": target, "weight": weight, "sample_weight": sample_weight,
-        "grad_output": grad_output})
+    grad = check_out(
+        out,
+        logits,
+        plan.dtype,
+        {
+            "target": target,
+            "weight": weight,
+            "sample_weight": sample_weight,
+            "grad_output": grad_output,
+        },
+    )
     scale, denominator, nothing_counts = _mean_scale(plan, scale)
-    loss, lse = _run(plan, grad=None if nothing_counts else grad, grad_fresh=out is None,
-                     grad_scale=scale, row_grad_scale=row_scale, return_lse=return_lse,
-                     denominator=denominator)
+    loss, lse = _run(
+        plan,
+        grad=None if nothing_counts else grad,
+        grad_fresh=out is None,
+        grad_scale=scale,
+        row_grad_scale=row_scale,
+        return_lse=return_lse,
+        denominator=denominator,
+    )
     if nothing_counts:
         grad[...] = 0
     return (loss, lse, grad) if return_lse else (loss, grad)
@@ -253,42 +330,113 @@ def _mean_scale(plan, scale):
 # Same arguments, same validation plan, same semantics as cross_entropy_with_grad.
 
 
-def _cross_entropy_lse64(logits, target, *, weight=None, sample_weight=None, ignore_index=-100,
-                         reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
-                         logit_scale=1.0, n_threads=None):
+def _cross_entropy_lse64(
+    logits,
+    target,
+    *,
+    weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    logit_scale=1.0,
+    n_threads=None,
+):
     """cross_entropy -> (loss, lse): lse of shape logits.shape[:-1] in float64, whatever the
     logits' dtype, for _grad_from_lse."""
-    plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
+    plan = plan_cross_entropy(
+        logits,
+        target,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        n_threads,
+        softcap,
+        logit_scale,
+    )
     return _run(plan, return_lse=True, lse_dtype=np.float64)
 
 
-def _grad_from_lse(logits, target, lse, *, weight=None, sample_weight=None, ignore_index=-100,
-                   reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
-                   logit_scale=1.0, n_threads=None, grad_output=None, out=None):
+def _grad_from_lse(
+    logits,
+    target,
+    lse,
+    *,
+    weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    softcap=None,
+    logit_scale=1.0,
+    n_threads=None,
+    grad_output=None,
+    out=None,
+):
     """The gradient cross_entropy_with_grad returns, from the float64 lse that
     _cross_entropy_lse64 returned for the same logits and options (not checked: a wrong lse
     gives a wrong gradient). out=logits overwrites the logits with it."""
-    plan = plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                              label_smoothing, z_loss, n_threads, softcap, logit_scale)
+    plan = plan_cross_entropy(
+        logits,
+        target,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        n_threads,
+        softcap,
+        logit_scale,
+    )
     scale, row_scale = check_grad_output(grad_output, plan.reduction, plan.lead_shape)
     lse_in = check_lse_in(lse, plan.lead_shape)
-    grad = check_out(out, logits, plan.dtype, {
-        "target": target, "weight": weight, "sample_weight": sample_weight,
-        "grad_output": grad_output, "lse": lse})
+    grad = check_out(
+        out,
+        logits,
+        plan.dtype,
+        {
+            "target": target,
+            "weight": weight,
+            "sample_weight": sample_weight,
+            "grad_output": grad_output,
+            "lse": lse,
+        },
+    )
     scale, _, nothing_counts = _mean_scale(plan, scale)
     if nothing_counts:
         grad[...] = 0
     elif plan.n_rows:
         _kernels.xent(
-            plan.logits, plan.n_rows, plan.n_classes, target_index=plan.target_index,
-            ignore_index=plan.ignore_index, target_prob=plan.target_prob,
-            class_weight=plan.class_weight, sample_weight=plan.sample_weight,
-            label_smoothing=plan.label_smoothing, z_loss=plan.z_loss, grad=as_matrix(grad),
-            grad_fresh=out is None, grad_scale=scale, row_grad_scale=row_scale, loss_out=None,
-            lse_out=None, want_sum=False, n_threads=plan.n_threads,
-            logit_scale=plan.logit_scale, softcap=plan.softcap, logits_half=plan.half,
-            lse_in=lse_in)
+            plan.logits,
+            plan.n_rows,
+            plan.n_classes,
+            target_index=plan.target_index,
+            ignore_index=plan.ignore_index,
+            target_prob=plan.target_prob,
+            class_weight=plan.class_weight,
+            sample_weight=plan.sample_weight,
+            label_smoothing=plan.label_smoothing,
+            z_loss=plan.z_loss,
+            grad=as_matrix(grad),
+            grad_fresh=out is None,
+            grad_scale=scale,
+            row_grad_scale=row_scale,
+            loss_out=None,
+            lse_out=None,
+            want_sum=False,
+            n_threads=plan.n_threads,
+            logit_scale=plan.logit_scale,
+            softcap=plan.softcap,
+            logits_half=plan.half,
+            lse_in=lse_in,
+        )
     return grad
 
 
@@ -342,8 +490,14 @@ def _softmax_family(x, axis, log_softmax):
     out_rows = np.moveaxis(out, axis, -1)
     n_rows = math.prod(out_rows.shape[:-1])
     if out.size:
-        _kernels.softmax_rows(as_matrix(rows), n_rows, rows.shape[-1], as_matrix(out_rows),
-                              log_softmax, check_n_threads(None))
+        _kernels.softmax_rows(
+            as_matrix(rows),
+            n_rows,
+            rows.shape[-1],
+            as_matrix(out_rows),
+            log_softmax,
+            check_n_threads(None),
+        )
     return out
 
 

@@ -13,8 +13,18 @@ from ._threads import default_n_threads
 INSTRUCTION_SETS = ("baseline", "avx2", "avx512")  # narrowest first
 
 # _OPENMP dates of the OpenMP specifications (MSVC's /openmp reports 2.0).
-OPENMP_VERSIONS = {200203: "2.0", 200505: "2.5", 200805: "3.0", 201107: "3.1", 201307: "4.0",
-                   201511: "4.5", 201811: "5.0", 202011: "5.1", 202111: "5.2", 202411: "6.0"}
+OPENMP_VERSIONS = {
+    200203: "2.0",
+    200505: "2.5",
+    200805: "3.0",
+    201107: "3.1",
+    201307: "4.0",
+    201511: "4.5",
+    201811: "5.0",
+    202011: "5.1",
+    202111: "5.2",
+    202411: "6.0",
+}
 
 
 def apply_xentc_isa(requested):
@@ -39,18 +49,24 @@ def build_info():
 
 
 class _DlInfo(ctypes.Structure):
-    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
-                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+    _fields_ = [
+        ("dli_fname", ctypes.c_char_p),
+        ("dli_fbase", ctypes.c_void_p),
+        ("dli_sname", ctypes.c_char_p),
+        ("dli_saddr", ctypes.c_void_p),
+    ]
 
 
 def _library_at(address):
     """Path of the shared library that holds `address` in this process, or None if unknown."""
     if sys.platform == "win32":
         kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-        kernel32.GetModuleHandleExW.argtypes = [ctypes.c_uint32, ctypes.c_void_p,
-                                                ctypes.POINTER(ctypes.c_void_p)]
-        kernel32.GetModuleFileNameW.argtypes = [ctypes.c_void_p, ctypes.c_wchar_p,
-                                                ctypes.c_uint32]
+        kernel32.GetModuleHandleExW.argtypes = [
+            ctypes.c_uint32,
+            ctypes.c_void_p,
+            ctypes.POINTER(ctypes.c_void_p),
+        ]
+        kernel32.GetModuleFileNameW.argtypes = [ctypes.c_void_p, ctypes.c_wchar_p, ctypes.c_uint32]
         module = ctypes.c_void_p()
         # FROM_ADDRESS | UNCHANGED_REFCOUNT: look the module up by an address inside it.
         if not kernel32.GetModuleHandleExW(0x4 | 0x2, address, ctypes.byref(module)):
@@ -128,13 +144,15 @@ def config():
     }
     if openmp:
         facts["openmp runtime"] = openmp_runtime() or "not found"
-    facts.update({
-        "default n_threads": f"{n_threads} ({how})" if openmp else "1 (serial build)",
-        "kernels compiled": ", ".join(_kernels.isa_compiled()),
-        "CPU supports": ", ".join(_kernels.isa_supported()),
-        "kernels in use": _kernels.isa_active()
-        + (f" (XENTC_ISA={os.environ['XENTC_ISA']})" if os.environ.get("XENTC_ISA") else ""),
-    })
+    facts.update(
+        {
+            "default n_threads": f"{n_threads} ({how})" if openmp else "1 (serial build)",
+            "kernels compiled": ", ".join(_kernels.isa_compiled()),
+            "CPU supports": ", ".join(_kernels.isa_supported()),
+            "kernels in use": _kernels.isa_active()
+            + (f" (XENTC_ISA={os.environ['XENTC_ISA']})" if os.environ.get("XENTC_ISA") else ""),
+        }
+    )
     return facts
 
 

@@ -42,11 +42,19 @@ __all__ = ["cross_entropy_blocks"]
 # ---- what one task runs ----------------------------------------------------------------------
 
 
-def _stats_task(logits, target, weight, *, class_offset, n_classes, ignore_index,
-                label_smoothing, n_threads):
-    return shard_stats(logits, target, class_offset=class_offset, n_classes=n_classes,
-                       weight=weight, ignore_index=ignore_index,
-                       label_smoothing=label_smoothing, n_threads=n_threads)
+def _stats_task(
+    logits, target, weight, *, class_offset, n_classes, ignore_index, label_smoothing, n_threads
+):
+    return shard_stats(
+        logits,
+        target,
+        class_offset=class_offset,
+        n_classes=n_classes,
+        weight=weight,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        n_threads=n_threads,
+    )
 
 
 def _combine_task(stats, sample_weight, *, reduction, z_loss):
@@ -79,8 +87,15 @@ def _mean_scale(grad_output, parts):
 
 
 def _grad_task(logits, target, totals, weight, grad_output, *, class_offset, n_threads):
-    return shard_grad(logits, target, totals, class_offset=class_offset, weight=weight,
-                      grad_output=grad_output, n_threads=n_threads)
+    return shard_grad(
+        logits,
+        target,
+        totals,
+        class_offset=class_offset,
+        weight=weight,
+        grad_output=grad_output,
+        n_threads=n_threads,
+    )
 
 
 # ---- the graph ---------------------------------------------------------------------------------
@@ -103,9 +118,21 @@ def _objects(ndim):
     return np.empty((0,) * ndim, dtype=object)
 
 
-def cross_entropy_blocks(logits, target, *, with_grad=False, return_lse=False, weight=None,
-                         sample_weight=None, ignore_index=-100, reduction="mean",
-                         label_smoothing=0.0, z_loss=0.0, grad_output=None, n_threads=None):
+def cross_entropy_blocks(
+    logits,
+    target,
+    *,
+    with_grad=False,
+    return_lse=False,
+    weight=None,
+    sample_weight=None,
+    ignore_index=-100,
+    reduction="mean",
+    label_smoothing=0.0,
+    z_loss=0.0,
+    grad_output=None,
+    n_threads=None,
+):
     """xentc.cross_entropy(_with_grad) of a dask array `logits` chunked along the classes.
 
     logits: dask array of shape (..., C), any chunks (rows too). target: class indices of
@@ -131,17 +158,34 @@ def cross_entropy_blocks(logits, target, *, with_grad=False, return_lse=False, w
     t_key = (lambda t, r, c: (t.name, *r, c)) if prob else (lambda t, r, c: (t.name, *r))
     if weight is not None:
         weight = np.asarray(weight)  # C values: sliced into each block's task
-    w_block = [None if weight is None else weight[o:o + n] for o, n in zip(offsets, class_chunks)]
-    token = tokenize(logits, target, weight, sample_weight, ignore_index, reduction,
-                     label_smoothing, z_loss, grad_output, n_threads, with_grad, return_lse)
+    w_block = [None if weight is None else weight[o : o + n] for o, n in zip(offsets, class_chunks)]
+    token = tokenize(
+        logits,
+        target,
+        weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        grad_output,
+        n_threads,
+        with_grad,
+        return_lse,
+    )
 
     name = "xentc-shard-stats-" + token
     dsk = {}
     for r in rows:
         for c in classes:
             task = functools.partial(
-                _stats_task, class_offset=offsets[c], n_classes=n_classes,
-                ignore_index=ignore_index, label_smoothing=label_smoothing, n_threads=n_threads)
+                _stats_task,
+                class_offset=offsets[c],
+                n_classes=n_classes,
+                ignore_index=ignore_index,
+                label_smoothing=label_smoothing,
+                n_threads=n_threads,
+            )
             dsk[(name, *r, c)] = (task, (logits.name, *r, c), t_key(target, r, c), w_block[c])
     stats = _layer(name, dsk, [logits, target], logits.chunks, _objects(ndim))
 
@@ -150,11 +194,17 @@ def cross_entropy_blocks(logits, target, *, with_grad=False, return_lse=False, w
         sample_weight = _as_dask(sample_weight, lead_chunks)
         deps.append(sample_weight)
     name = "xentc-shard-totals-" + token
-    combine = functools.partial(_combine_task, reduction="none" if reduction == "none" else "sum",
-                                z_loss=z_loss)
-    dsk = {(name, *r): (combine, [(stats.name, *r, c) for c in classes],
-                        None if sample_weight is None else (sample_weight.name, *r))
-           for r in rows}
+    combine = functools.partial(
+        _combine_task, reduction="none" if reduction == "none" else "sum", z_loss=z_loss
+    )
+    dsk = {
+        (name, *r): (
+            combine,
+            [(stats.name, *r, c) for c in classes],
+            None if sample_weight is None else (sample_weight.name, *r),
+        )
+        for r in rows
+    }
     totals = _layer(name, dsk, deps, lead_chunks, _objects(ndim - 1))
 
     rows_meta = np.empty((0,) * (ndim - 1), dtype=dtype)
@@ -176,14 +226,45 @@ def cross_entropy_blocks(logits, target, *, with_grad=False, return_lse=False, w
         dsk = {(name, *r): (_pick, (totals.name, *r), "lse") for r in rows}
         out.append(_layer(name, dsk, [totals], lead_chunks, rows_meta))
     if with_grad:
-        out.append(_gradient(logits, target, prob, t_key, totals, parts if reduction != "none"
-                             else None, w_block, offsets, rows, classes, reduction, grad_output,
-                             n_threads, token, lead_chunks))
+        out.append(
+            _gradient(
+                logits,
+                target,
+                prob,
+                t_key,
+                totals,
+                parts if reduction != "none" else None,
+                w_block,
+                offsets,
+                rows,
+                classes,
+                reduction,
+                grad_output,
+                n_threads,
+                token,
+                lead_chunks,
+            )
+        )
     return out[0] if len(out) == 1 else tuple(out)
 
 
-def _gradient(logits, target, prob, t_key, totals, parts, w_block, offsets, rows, classes,
-              reduction, grad_output, n_threads, token, lead_chunks):
+def _gradient(
+    logits,
+    target,
+    prob,
+    t_key,
+    totals,
+    parts,
+    w_block,
+    offsets,
+    rows,
+    classes,
+    reduction,
+    grad_output,
+    n_threads,
+    token,
+    lead_chunks,
+):
     # The second pass reads its own copy of the logits (and of probability targets, which are
     # as large), bound to start after every block of rows is combined.
     logits2 = bind(logits, totals, seed=token)
@@ -214,7 +295,12 @@ def _gradient(logits, target, prob, t_key, totals, parts, w_block, offsets, rows
     for r in rows:
         for c in classes:
             task = functools.partial(_grad_task, class_offset=offsets[c], n_threads=n_threads)
-            dsk[(name, *r, c)] = (task, (logits2.name, *r, c), t_key(target2, r, c),
-                                  (totals.name, *r), w_block[c], go(r))
-    return _layer(name, dsk, deps, logits.chunks,
-                  np.empty((0,) * logits.ndim, dtype=logits.dtype))
+            dsk[(name, *r, c)] = (
+                task,
+                (logits2.name, *r, c),
+                t_key(target2, r, c),
+                (totals.name, *r),
+                w_block[c],
+                go(r),
+            )
+    return _layer(name, dsk, deps, logits.chunks, np.empty((0,) * logits.ndim, dtype=logits.dtype))

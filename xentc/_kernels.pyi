@@ -7,28 +7,76 @@ from typing import Any
 
 import numpy as np
 
-def xent(logits: Any, n_rows: int, n_classes: int, *, target_index: np.ndarray | None,
-         ignore_index: int, target_prob: Any, class_weight: np.ndarray | None,
-         sample_weight: np.ndarray | None, label_smoothing: float, z_loss: float, grad: Any,
-         grad_fresh: bool, grad_scale: float, row_grad_scale: np.ndarray | None,
-         loss_out: np.ndarray | None, lse_out: np.ndarray | None, want_sum: bool,
-         n_threads: int, logit_scale: float = ..., softcap: float = ..., logits_half: int = ...,
-         lse_in: np.ndarray | None = ...) -> float | None: ...
-def shard_stats(logits: Any, n_rows: int, n_classes: int, *, class_offset: int,
-                total_classes: int, target_index: np.ndarray | None, ignore_index: int,
-                target_prob: Any, class_weight: np.ndarray | None, label_smoothing: float,
-                want_gap: bool, max_out: np.ndarray, sum_out: np.ndarray,
-                target_logit_out: np.ndarray, pivot_weight_out: np.ndarray,
-                weight_sum_out: np.ndarray, gap_out: np.ndarray | None, pivot_out: np.ndarray,
-                n_threads: int) -> None: ...
-def shard_grad(logits: Any, n_rows: int, n_classes: int, *, class_offset: int, target_prob: Any,
-               class_weight: np.ndarray | None, grad: Any, row_max: np.ndarray,
-               p_scale: np.ndarray, t_scale: np.ndarray, t_floor: np.ndarray,
-               exact_grad: np.ndarray, fill: np.ndarray, exact_class: np.ndarray,
-               use_fill: np.ndarray, n_threads: int) -> None: ...
+def xent(
+    logits: Any,
+    n_rows: int,
+    n_classes: int,
+    *,
+    target_index: np.ndarray | None,
+    ignore_index: int,
+    target_prob: Any,
+    class_weight: np.ndarray | None,
+    sample_weight: np.ndarray | None,
+    label_smoothing: float,
+    z_loss: float,
+    grad: Any,
+    grad_fresh: bool,
+    grad_scale: float,
+    row_grad_scale: np.ndarray | None,
+    loss_out: np.ndarray | None,
+    lse_out: np.ndarray | None,
+    want_sum: bool,
+    n_threads: int,
+    logit_scale: float = ...,
+    softcap: float = ...,
+    logits_half: int = ...,
+    lse_in: np.ndarray | None = ...,
+) -> float | None: ...
+def shard_stats(
+    logits: Any,
+    n_rows: int,
+    n_classes: int,
+    *,
+    class_offset: int,
+    total_classes: int,
+    target_index: np.ndarray | None,
+    ignore_index: int,
+    target_prob: Any,
+    class_weight: np.ndarray | None,
+    label_smoothing: float,
+    want_gap: bool,
+    max_out: np.ndarray,
+    sum_out: np.ndarray,
+    target_logit_out: np.ndarray,
+    pivot_weight_out: np.ndarray,
+    weight_sum_out: np.ndarray,
+    gap_out: np.ndarray | None,
+    pivot_out: np.ndarray,
+    n_threads: int,
+) -> None: ...
+def shard_grad(
+    logits: Any,
+    n_rows: int,
+    n_classes: int,
+    *,
+    class_offset: int,
+    target_prob: Any,
+    class_weight: np.ndarray | None,
+    grad: Any,
+    row_max: np.ndarray,
+    p_scale: np.ndarray,
+    t_scale: np.ndarray,
+    t_floor: np.ndarray,
+    exact_grad: np.ndarray,
+    fill: np.ndarray,
+    exact_class: np.ndarray,
+    use_fill: np.ndarray,
+    n_threads: int,
+) -> None: ...
 def lse_rows(x: Any, n_rows: int, n_classes: int, lse_out: np.ndarray, n_threads: int) -> None: ...
-def softmax_rows(x: Any, n_rows: int, n_classes: int, out: Any, log_softmax: bool,
-                 n_threads: int) -> None: ...
+def softmax_rows(
+    x: Any, n_rows: int, n_classes: int, out: Any, log_softmax: bool, n_threads: int
+) -> None: ...
 def openmp_enabled() -> bool: ...
 def openmp_version() -> int: ...
 def openmp_max_threads() -> int: ...

@@ -59,17 +59,21 @@ def _check_operands(hidden, weight, bias):
     if not isinstance(weight, np.ndarray):
         weight = np.asarray(weight)
     for name, array in (("hidden", hidden), ("weight", weight)):
-        if not half_kind(array.dtype) and (array.dtype.kind != "f"
-                                           or array.dtype.itemsize not in (4, 8)):
-            raise TypeError(f"{name} must be a float32, float64, float16 or bfloat16 array; "
-                            f"got dtype {array.dtype}")
+        if not half_kind(array.dtype) and (
+            array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8)
+        ):
+            raise TypeError(
+                f"{name} must be a float32, float64, float16 or bfloat16 array; "
+                f"got dtype {array.dtype}"
+            )
     if hidden.ndim < 1:
-        raise ValueError("hidden must have at least one axis (the features, last); got a 0-d "
-                         "array")
+        raise ValueError("hidden must have at least one axis (the features, last); got a 0-d array")
     if weight.ndim != 2 or weight.shape[1] != hidden.shape[-1] or weight.shape[0] < 1:
-        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1] = "
-                         f"{hidden.shape[-1]} and V >= 1 (torch.nn.Linear's layout); got "
-                         f"{weight.shape}")
+        raise ValueError(
+            f"weight must have shape (V, D) with D = hidden.shape[-1] = "
+            f"{hidden.shape[-1]} and V >= 1 (torch.nn.Linear's layout); got "
+            f"{weight.shape}"
+        )
     if weight.dtype != hidden.dtype:
         raise TypeError(f"weight must have hidden's dtype {hidden.dtype}; got {weight.dtype}")
     if bias is not None:
@@ -77,8 +81,7 @@ def _check_operands(hidden, weight, bias):
         if bias.dtype != hidden.dtype:
             raise TypeError(f"bias must have hidden's dtype {hidden.dtype}; got {bias.dtype}")
         if bias.shape != (weight.shape[0],):
-            raise ValueError(f"bias must have shape (V,) = ({weight.shape[0]},); got "
-                             f"{bias.shape}")
+            raise ValueError(f"bias must have shape (V,) = ({weight.shape[0]},); got {bias.shape}")
     return hidden, weight, bias
 
 
@@ -88,8 +91,10 @@ def _chunk_rows(chunk_bytes, n_classes, itemsize, n_rows):
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)):
         raise TypeError(f"chunk_bytes must be an int; got {chunk_bytes!r}")
     if chunk_bytes < n_classes * itemsize:
-        raise ValueError(f"chunk_bytes must hold at least one row of logits ({n_classes} x "
-                         f"{itemsize} bytes = {n_classes * itemsize}); got {chunk_bytes}")
+        raise ValueError(
+            f"chunk_bytes must hold at least one row of logits ({n_classes} x "
+            f"{itemsize} bytes = {n_classes * itemsize}); got {chunk_bytes}"
+        )
     return max(1, min(n_rows, int(chunk_bytes) // (n_classes * itemsize)))
 
 
@@ -97,9 +102,23 @@ class _Problem:
     """The checked call: the flattened operands, the options, and a plan of the whole problem
     (validated against the logits' shape without the logits themselves)."""
 
-    def __init__(self, hidden, weight, target, bias, class_weight, sample_weight, ignore_index,
-                 reduction, label_smoothing, z_loss, softcap, logit_scale, n_threads,
-                 chunk_bytes):
+    def __init__(
+        self,
+        hidden,
+        weight,
+        target,
+        bias,
+        class_weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        softcap,
+        logit_scale,
+        n_threads,
+        chunk_bytes,
+    ):
         hidden, weight, bias = _check_operands(hidden, weight, bias)
         self.lead_shape = hidden.shape[:-1]
         self.n_rows = math.prod(self.lead_shape)
@@ -107,27 +126,44 @@ class _Problem:
         # Every check of the core on a stand-in for the logits: a broadcast zero of their shape
         # and dtype, which holds no memory (and is never read).
         stand_in = np.broadcast_to(np.zeros((), hidden.dtype), (*self.lead_shape, self.n_classes))
-        self.plan = plan_cross_entropy(stand_in, target, class_weight, sample_weight,
-                                       ignore_index, reduction, label_smoothing, z_loss,
-                                       n_threads, softcap, logit_scale)
+        self.plan = plan_cross_entropy(
+            stand_in,
+            target,
+            class_weight,
+            sample_weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            z_loss,
+            n_threads,
+            softcap,
+            logit_scale,
+        )
         # The dtype of every product and of the logits: float32 for 16-bit operands.
         self.dtype = np.dtype(np.float32) if half_kind(hidden.dtype) else hidden.dtype
         self.hidden = hidden.reshape(self.n_rows, hidden.shape[-1])
         self.weight = weight
         self.bias = None if bias is None else bias.astype(self.dtype, copy=False)
         t = np.asarray(target)
-        self.target = t.reshape(self.n_rows, *t.shape[len(self.lead_shape):])
+        self.target = t.reshape(self.n_rows, *t.shape[len(self.lead_shape) :])
         s = None if sample_weight is None else np.asarray(sample_weight).reshape(self.n_rows)
-        self.options = dict(weight=class_weight, ignore_index=ignore_index,
-                            label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
-                            logit_scale=logit_scale, n_threads=n_threads)
+        self.options = dict(
+            weight=class_weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            z_loss=z_loss,
+            softcap=softcap,
+            logit_scale=logit_scale,
+            n_threads=n_threads,
+        )
         self.sample_weight = s
         self.rows = _chunk_rows(chunk_bytes, self.n_classes, self.dtype.itemsize, self.n_rows)
         block = min(WEIGHT_BLOCK, self.n_classes)
         # Where a 16-bit block of the weight is widened (none for float32 / float64, whose
         # blocks are views).
-        self._widened = (np.empty((block, weight.shape[1]), self.dtype)
-                         if weight.dtype != self.dtype else None)
+        self._widened = (
+            np.empty((block, weight.shape[1]), self.dtype) if weight.dtype != self.dtype else None
+        )
         self.block = block
 
     def chunks(self):
@@ -199,14 +235,21 @@ def _run(problem, return_lse, grads=None, scale=1.0, row_scale=None):
     totals = []
     for rows in problem.chunks():
         z = problem.logits(rows, buffer)
-        kw = dict(problem.chunk_options(rows), return_lse=True,
-                  reduction="none" if loss_rows is not None else "sum")
+        kw = dict(
+            problem.chunk_options(rows),
+            return_lse=True,
+            reduction="none" if loss_rows is not None else "sum",
+        )
         if grads is None:
             part, part_lse = _api.cross_entropy(z, problem.target[rows], **kw)
         else:
             part, part_lse, g = _api.cross_entropy_with_grad(
-                z, problem.target[rows], out=z,
-                grad_output=scale if row_scale is None else row_scale[rows], **kw)
+                z,
+                problem.target[rows],
+                out=z,
+                grad_output=scale if row_scale is None else row_scale[rows],
+                **kw,
+            )
             problem.backward(rows, g, *grads)
         if loss_rows is not None:
             loss_rows[rows] = part
@@ -225,11 +268,22 @@ def _run(problem, return_lse, grads=None, scale=1.0, row_scale=None):
 
 
 def linear_cross_entropy(
-    hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *, bias: ArrayLike | None = None,
-    class_weight: ArrayLike | None = None, sample_weight: ArrayLike | None = None,
-    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
-    z_loss: float = 0.0, softcap: float | None = None, logit_scale: float = 1.0,
-    return_lse: bool = False, chunk_bytes: int | None = None, n_threads: int | None = None,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    return_lse: bool = False,
+    chunk_bytes: int | None = None,
+    n_threads: int | None = None,
 ) -> Loss | LossLse:
     """xentc.cross_entropy of ``hidden @ weight.T + bias`` without the N x V logits.
 
@@ -292,20 +346,44 @@ def linear_cross_entropy(
     >>> bool(np.isclose(loss, xentc.cross_entropy(hidden @ weight.T, target)))
     True
     """
-    problem = _Problem(hidden, weight, target, bias, class_weight, sample_weight, ignore_index,
-                       reduction, label_smoothing, z_loss, softcap, logit_scale, n_threads,
-                       chunk_bytes)
+    problem = _Problem(
+        hidden,
+        weight,
+        target,
+        bias,
+        class_weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        softcap,
+        logit_scale,
+        n_threads,
+        chunk_bytes,
+    )
     loss, lse = _run(problem, return_lse)
     return (loss, lse) if return_lse else loss
 
 
 def linear_cross_entropy_with_grad(
-    hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *, bias: ArrayLike | None = None,
-    class_weight: ArrayLike | None = None, sample_weight: ArrayLike | None = None,
-    ignore_index: int = -100, reduction: Reduction = "mean", label_smoothing: float = 0.0,
-    z_loss: float = 0.0, softcap: float | None = None, logit_scale: float = 1.0,
-    return_lse: bool = False, grad_output: ArrayLike | None = None,
-    chunk_bytes: int | None = None, n_threads: int | None = None,
+    hidden: ArrayLike,
+    weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    bias: ArrayLike | None = None,
+    class_weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    return_lse: bool = False,
+    grad_output: ArrayLike | None = None,
+    chunk_bytes: int | None = None,
+    n_threads: int | None = None,
 ) -> tuple:
     """`linear_cross_entropy` and its gradients with respect to `hidden`, `weight`, `bias`.
 
@@ -361,17 +439,32 @@ def linear_cross_entropy_with_grad(
     >>> d_bias is None
     True
     """
-    problem = _Problem(hidden, weight, target, bias, class_weight, sample_weight, ignore_index,
-                       reduction, label_smoothing, z_loss, softcap, logit_scale, n_threads,
-                       chunk_bytes)
+    problem = _Problem(
+        hidden,
+        weight,
+        target,
+        bias,
+        class_weight,
+        sample_weight,
+        ignore_index,
+        reduction,
+        label_smoothing,
+        z_loss,
+        softcap,
+        logit_scale,
+        n_threads,
+        chunk_bytes,
+    )
     plan = problem.plan
     scale, row_scale = check_grad_output(grad_output, plan.reduction, plan.lead_shape)
     # dW and db accumulate in the products' dtype (float32 for 16-bit operands) and are rounded
     # to the operands' dtype once, at the end; dH is rounded chunk by chunk (each of its rows is
     # one chunk's).
-    grads = (np.zeros(problem.hidden.shape, problem.hidden.dtype),
-             np.zeros(problem.weight.shape, problem.dtype),
-             None if problem.bias is None else np.zeros(problem.n_classes, problem.dtype))
+    grads = (
+        np.zeros(problem.hidden.shape, problem.hidden.dtype),
+        np.zeros(problem.weight.shape, problem.dtype),
+        None if problem.bias is None else np.zeros(problem.n_classes, problem.dtype),
+    )
     denominator = mean_denominator(plan) if plan.reduction == "mean" else None
     if denominator == 0:
         # Nothing counts: a NaN mean and, as torch (and cross_entropy_with_grad), all-zero

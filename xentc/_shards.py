@@ -160,9 +160,17 @@ class ShardTotals(NamedTuple):
     ignore_index: int
 
 
-def shard_stats(logits_block: ArrayLike, target: ArrayLike, *, class_offset: int,
-                n_classes: int, weight: ArrayLike | None = None, ignore_index: int = -100,
-                label_smoothing: float = 0.0, n_threads: int | None = None) -> ShardStats:
+def shard_stats(
+    logits_block: ArrayLike,
+    target: ArrayLike,
+    *,
+    class_offset: int,
+    n_classes: int,
+    weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    n_threads: int | None = None,
+) -> ShardStats:
     """Per-row statistics of one block of classes, for the vocabulary-parallel cross-entropy.
 
     The block holds classes ``[class_offset, class_offset + B)`` of `n_classes`. It is read
@@ -218,43 +226,87 @@ def shard_stats(logits_block: ArrayLike, target: ArrayLike, *, class_offset: int
     >>> bool(np.isclose(totals.loss, xentc.cross_entropy(logits, target)))
     True
     """
-    plan = plan_shard(logits_block, target, class_offset, n_classes, weight, ignore_index,
-                      label_smoothing, n_threads)
+    plan = plan_shard(
+        logits_block,
+        target,
+        class_offset,
+        n_classes,
+        weight,
+        ignore_index,
+        label_smoothing,
+        n_threads,
+    )
     n = plan.n_rows
-    out = {name: np.empty(n, dtype=np.float64) for name in (
-        "max_out", "sum_out", "target_logit_out", "pivot_weight_out", "weight_sum_out",
-        "gap_out")}
+    out = {
+        name: np.empty(n, dtype=np.float64)
+        for name in (
+            "max_out",
+            "sum_out",
+            "target_logit_out",
+            "pivot_weight_out",
+            "weight_sum_out",
+            "gap_out",
+        )
+    }
     pivot = np.empty(n, dtype=np.int64)
     is_index = plan.target_index is not None
     if n:
         _kernels.shard_stats(
-            plan.logits, n, plan.n_block, class_offset=plan.class_offset,
-            total_classes=plan.n_classes, target_index=plan.target_index,
-            ignore_index=plan.ignore_index, target_prob=plan.target_prob,
-            class_weight=plan.class_weight, label_smoothing=plan.label_smoothing,
-            want_gap=is_index and plan.label_smoothing > 0.0, pivot_out=pivot,
-            n_threads=plan.n_threads, **out)
+            plan.logits,
+            n,
+            plan.n_block,
+            class_offset=plan.class_offset,
+            total_classes=plan.n_classes,
+            target_index=plan.target_index,
+            ignore_index=plan.ignore_index,
+            target_prob=plan.target_prob,
+            class_weight=plan.class_weight,
+            label_smoothing=plan.label_smoothing,
+            want_gap=is_index and plan.label_smoothing > 0.0,
+            pivot_out=pivot,
+            n_threads=plan.n_threads,
+            **out,
+        )
     weight_sum = out["weight_sum_out"]
     if is_index:
         # the block's class weights, the same for every row (summed in class order, as the
         # whole-row kernel sums them)
-        w_block = (float(plan.n_block) if plan.class_weight is None
-                   else math.fsum(plan.class_weight.astype(np.float64)))
+        w_block = (
+            float(plan.n_block)
+            if plan.class_weight is None
+            else math.fsum(plan.class_weight.astype(np.float64))
+        )
         weight_sum[:] = w_block
         counted = plan.target_index != plan.ignore_index
     else:
         counted = np.ones(n, dtype=bool)
     return ShardStats(
-        max=out["max_out"], sumexp=out["sum_out"], pivot=pivot,
-        target_logit=out["target_logit_out"], pivot_weight=out["pivot_weight_out"],
-        weight_sum=weight_sum, gap=out["gap_out"], counted=counted,
-        class_offset=plan.class_offset, n_block=plan.n_block, n_classes=plan.n_classes,
-        lead_shape=plan.lead_shape, dtype=plan.dtype, kind="index" if is_index else "prob",
-        label_smoothing=plan.label_smoothing, ignore_index=plan.ignore_index)
+        max=out["max_out"],
+        sumexp=out["sum_out"],
+        pivot=pivot,
+        target_logit=out["target_logit_out"],
+        pivot_weight=out["pivot_weight_out"],
+        weight_sum=weight_sum,
+        gap=out["gap_out"],
+        counted=counted,
+        class_offset=plan.class_offset,
+        n_block=plan.n_block,
+        n_classes=plan.n_classes,
+        lead_shape=plan.lead_shape,
+        dtype=plan.dtype,
+        kind="index" if is_index else "prob",
+        label_smoothing=plan.label_smoothing,
+        ignore_index=plan.ignore_index,
+    )
 
 
-def combine_shards(stats: Sequence[ShardStats], *, sample_weight: ArrayLike | None = None,
-                   reduction: Reduction = "mean", z_loss: float = 0.0) -> ShardTotals:
+def combine_shards(
+    stats: Sequence[ShardStats],
+    *,
+    sample_weight: ArrayLike | None = None,
+    reduction: Reduction = "mean",
+    z_loss: float = 0.0,
+) -> ShardTotals:
     """Merge the statistics of every block of the same rows into the loss and what
     `shard_grad` needs.
 
@@ -337,12 +389,26 @@ def combine_shards(stats: Sequence[ShardStats], *, sample_weight: ArrayLike | No
     else:
         loss = loss_sum / denominator if denominator != 0 else math.nan
     return ShardTotals(
-        loss=loss, lse=lse.astype(first.dtype).reshape(first.lead_shape), loss_sum=loss_sum,
-        denominator=denominator, row_max=m, row_scale=row_scale, p_coef=p_coef,
-        exact_class=exact_class, exact_coef=exact_coef,
-        t_keep=1.0 - eps if first.kind == "prob" else 0.0, floor=floor, nonfinite=nonfinite,
-        lead_shape=first.lead_shape, dtype=first.dtype, kind=first.kind, reduction=reduction,
-        n_classes=first.n_classes, label_smoothing=eps, ignore_index=first.ignore_index)
+        loss=loss,
+        lse=lse.astype(first.dtype).reshape(first.lead_shape),
+        loss_sum=loss_sum,
+        denominator=denominator,
+        row_max=m,
+        row_scale=row_scale,
+        p_coef=p_coef,
+        exact_class=exact_class,
+        exact_coef=exact_coef,
+        t_keep=1.0 - eps if first.kind == "prob" else 0.0,
+        floor=floor,
+        nonfinite=nonfinite,
+        lead_shape=first.lead_shape,
+        dtype=first.dtype,
+        kind=first.kind,
+        reduction=reduction,
+        n_classes=first.n_classes,
+        label_smoothing=eps,
+        ignore_index=first.ignore_index,
+    )
 
 
 def _factor(s, m, mf):
@@ -433,10 +499,17 @@ def _denominator(first, sw, w_target):
     return float((sw[counted] * w).sum())
 
 
-def shard_grad(logits_block: ArrayLike, target: ArrayLike, totals: ShardTotals, *,
-               class_offset: int, weight: ArrayLike | None = None,
-               grad_output: ArrayLike | None = None, out: np.ndarray | None = None,
-               n_threads: int | None = None) -> np.ndarray:
+def shard_grad(
+    logits_block: ArrayLike,
+    target: ArrayLike,
+    totals: ShardTotals,
+    *,
+    class_offset: int,
+    weight: ArrayLike | None = None,
+    grad_output: ArrayLike | None = None,
+    out: np.ndarray | None = None,
+    n_threads: int | None = None,
+) -> np.ndarray:
     """The gradient of the combined loss with respect to one block of logits.
 
     Parameters
@@ -482,7 +555,8 @@ def shard_grad(logits_block: ArrayLike, target: ArrayLike, totals: ShardTotals, 
     True
     """
     plan, scale, row_scale, grad = plan_shard_grad(
-        logits_block, target, totals, class_offset, weight, grad_output, out, n_threads)
+        logits_block, target, totals, class_offset, weight, grad_output, out, n_threads
+    )
     if plan.n_rows == 0:
         return grad
     if totals.reduction == "mean":
@@ -498,10 +572,21 @@ def shard_grad(logits_block: ArrayLike, target: ArrayLike, totals: ShardTotals, 
     use_fill = (~counted | totals.nonfinite).astype(np.uint8)
     fill = np.where(totals.nonfinite, np.nan, 0.0)
     _kernels.shard_grad(
-        plan.logits, plan.n_rows, plan.n_block, class_offset=plan.class_offset,
-        target_prob=plan.target_prob, class_weight=plan.class_weight,
-        grad=as_matrix(grad), row_max=np.where(np.isfinite(totals.row_max), totals.row_max, 0.0),
-        p_scale=p_scale, t_scale=row * totals.t_keep, t_floor=row * totals.floor,
-        exact_grad=exact_grad, fill=fill, exact_class=totals.exact_class, use_fill=use_fill,
-        n_threads=plan.n_threads)
+        plan.logits,
+        plan.n_rows,
+        plan.n_block,
+        class_offset=plan.class_offset,
+        target_prob=plan.target_prob,
+        class_weight=plan.class_weight,
+        grad=as_matrix(grad),
+        row_max=np.where(np.isfinite(totals.row_max), totals.row_max, 0.0),
+        p_scale=p_scale,
+        t_scale=row * totals.t_keep,
+        t_floor=row * totals.floor,
+        exact_grad=exact_grad,
+        fill=fill,
+        exact_class=totals.exact_class,
+        use_fill=use_fill,
+        n_threads=plan.n_threads,
+    )
     return grad

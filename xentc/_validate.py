@@ -41,20 +41,20 @@ class XentPlan(NamedTuple):
     n_rows: int
     n_classes: int
     lead_shape: tuple
-    dtype: np.dtype                   # the logits' (and the gradient's)
-    row_dtype: np.dtype               # the kernel's: 'none' losses, lse, class weights
-    target_index: np.ndarray | None   # (n_rows,) int64, when the targets are class indices
+    dtype: np.dtype  # the logits' (and the gradient's)
+    row_dtype: np.dtype  # the kernel's: 'none' losses, lse, class weights
+    target_index: np.ndarray | None  # (n_rows,) int64, when the targets are class indices
     ignore_index: int
-    target_prob: Matrix | None        # when the targets are probabilities
-    class_weight: np.ndarray | None   # (C,) contiguous, logits' dtype
+    target_prob: Matrix | None  # when the targets are probabilities
+    class_weight: np.ndarray | None  # (C,) contiguous, logits' dtype
     sample_weight: np.ndarray | None  # (n_rows,) float64
     reduction: str
     label_smoothing: float
     z_loss: float
     n_threads: int
-    softcap: float                    # 0.0: none
+    softcap: float  # 0.0: none
     logit_scale: float
-    half: int                         # 0, or HALF_KINDS' code of 16-bit logits
+    half: int  # 0, or HALF_KINDS' code of 16-bit logits
 
 
 # ---- arrays ----------------------------------------------------------------------------------
@@ -63,8 +63,7 @@ class XentPlan(NamedTuple):
 def _kernel_ready(a):
     """`a` itself when the kernels can read it in place, else a native, aligned copy (the one
     case of a copy: byte-swapped or misaligned data, which no C loop can read directly)."""
-    if (a.dtype.isnative and a.flags.aligned
-            and all(s % a.itemsize == 0 for s in a.strides)):
+    if a.dtype.isnative and a.flags.aligned and all(s % a.itemsize == 0 for s in a.strides):
         return a
     # np.array copies always; np.ascontiguousarray would hand back a misaligned array that is
     # already C-contiguous as it is (UBSan's misaligned loads in the kernels, found by fuzzing).
@@ -148,7 +147,8 @@ def check_logits_meta(dtype, shape):
         dtype = np.dtype(dtype)
         if dtype.kind != "f" or dtype.itemsize not in (4, 8):
             raise TypeError(
-                f"logits must be a float32, float64, float16 or bfloat16 array; got dtype {dtype}")
+                f"logits must be a float32, float64, float16 or bfloat16 array; got dtype {dtype}"
+            )
     if len(shape) == 0:
         raise ValueError("logits must have at least one axis (the classes, last); got a 0-d array")
     if shape[-1] == 0:
@@ -169,8 +169,10 @@ def _real_scalar(value, name):
     try:
         return float(value)
     except OverflowError:  # an int beyond the float range (10**400): out of every range here
-        raise ValueError(f"{name} must be a real number in the float range; got an int of "
-                         f"{value.bit_length()} bits") from None
+        raise ValueError(
+            f"{name} must be a real number in the float range; got an int of "
+            f"{value.bit_length()} bits"
+        ) from None
 
 
 def check_reduction(reduction):
@@ -232,8 +234,9 @@ def check_logit_transform(softcap, logit_scale):
     return cap, scale
 
 
-def check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap=None,
-                  logit_scale=1.0):
+def check_options(
+    reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap=None, logit_scale=1.0
+):
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
     label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
@@ -243,8 +246,9 @@ def check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads, s
     if not (math.isfinite(z_loss) and z_loss >= 0.0):
         raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
     cap, scale = check_logit_transform(softcap, logit_scale)
-    return Options(reduction, ignore_index, label_smoothing, z_loss, check_n_threads(n_threads),
-                   cap, scale)
+    return Options(
+        reduction, ignore_index, label_smoothing, z_loss, check_n_threads(n_threads), cap, scale
+    )
 
 
 # Metadata checks take a dtype and a shape, so that xentc.dask runs the very same checks on dask
@@ -257,7 +261,8 @@ def check_weight_meta(dtype, shape, n_classes):
         raise TypeError(f"weight must be a floating array; got dtype {np.dtype(dtype)}")
     if tuple(shape) != (n_classes,):
         raise ValueError(
-            f"weight must be 1-D with one entry per class ({n_classes}); got shape {tuple(shape)}")
+            f"weight must be 1-D with one entry per class ({n_classes}); got shape {tuple(shape)}"
+        )
 
 
 def check_sample_weight_meta(dtype, shape, lead_shape):
@@ -266,7 +271,8 @@ def check_sample_weight_meta(dtype, shape, lead_shape):
     if tuple(shape) != tuple(lead_shape):
         raise ValueError(
             f"sample_weight must have shape logits.shape[:-1] = {tuple(lead_shape)}; "
-            f"got {tuple(shape)}")
+            f"got {tuple(shape)}"
+        )
 
 
 def scan_sample_weight(rows_weight):
@@ -291,29 +297,33 @@ def check_target_meta(dtype, shape, logits_shape, logits_name="logits"):
             raise ValueError(
                 f"target must be floating (float32 or float64) for class probabilities; got "
                 f"integer dtype {dtype} of shape {prob_shape} (for one-hot rows pass "
-                f"target.astype(np.float32); class indices have shape {lead_shape})")
+                f"target.astype(np.float32); class indices have shape {lead_shape})"
+            )
         if shape != lead_shape:
             raise ValueError(
                 f"target must have shape {index_shape} for class indices (or {prob_shape} "
-                f"for probabilities); got {shape}")
+                f"for probabilities); got {shape}"
+            )
         return "index"
     if dtype.kind == "f":
         if shape == lead_shape:
             raise ValueError(
                 f"target must be an integer array for class indices; got floating dtype "
                 f"{dtype} of shape {index_shape} (pass target.astype(np.int64); probabilities "
-                f"have shape {logits_shape})")
+                f"have shape {logits_shape})"
+            )
         if dtype.itemsize not in (4, 8):
-            raise TypeError(
-                f"target probabilities must be float32 or float64; got dtype {dtype}")
+            raise TypeError(f"target probabilities must be float32 or float64; got dtype {dtype}")
         if shape != logits_shape:
             raise ValueError(
                 f"target must have shape {prob_shape} for probabilities (or {lead_shape} for "
-                f"class indices); got {shape}")
+                f"class indices); got {shape}"
+            )
         return "prob"
     raise TypeError(
         f"target must be an integer (class indices) or floating (probabilities) array; "
-        f"got dtype {dtype}")
+        f"got dtype {dtype}"
+    )
 
 
 def scan_class_indices(t, n_classes, ignore_index):
@@ -328,7 +338,8 @@ def scan_class_indices(t, n_classes, ignore_index):
         if bad.any():
             raise ValueError(
                 f"target must hold class indices in [0, {n_classes}) or ignore_index="
-                f"{ignore_index}; found {int(t[bad].flat[0])}")
+                f"{ignore_index}; found {int(t[bad].flat[0])}"
+            )
 
 
 def class_weight_vector(weight, dtype):
@@ -349,15 +360,27 @@ def index_target_vector(target, n_classes, ignore_index):
     return _rows_vector(target, np.int64)
 
 
-def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, reduction,
-                       label_smoothing, z_loss, n_threads, softcap=None, logit_scale=1.0):
+def plan_cross_entropy(
+    logits,
+    target,
+    weight,
+    sample_weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    z_loss,
+    n_threads,
+    softcap=None,
+    logit_scale=1.0,
+):
     # Every metadata check first, then the O(N) value scans: the order xentc.dask follows too
     # (metadata when it builds the graph, values inside each block).
     arr = check_logits(logits)
     lead_shape = arr.shape[:-1]
     n_classes = arr.shape[-1]
-    options = check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap,
-                            logit_scale)
+    options = check_options(
+        reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap, logit_scale
+    )
     w = None if weight is None else np.asarray(weight)
     if w is not None:
         check_weight_meta(w.dtype, w.shape, n_classes)
@@ -377,19 +400,32 @@ def plan_cross_entropy(logits, target, weight, sample_weight, ignore_index, redu
     else:
         target_prob = as_matrix(_kernel_ready(t))
     return XentPlan(
-        logits=as_matrix(kernel_arr), n_rows=math.prod(lead_shape), n_classes=n_classes,
-        lead_shape=lead_shape, dtype=kernel_arr.dtype, row_dtype=row_dtype,
-        target_index=target_index, ignore_index=options.ignore_index, target_prob=target_prob,
-        class_weight=class_weight, sample_weight=rows_weight, reduction=options.reduction,
-        label_smoothing=options.label_smoothing, z_loss=options.z_loss,
-        n_threads=options.n_threads, softcap=options.softcap, logit_scale=options.logit_scale,
-        half=half_kind(kernel_arr.dtype))
+        logits=as_matrix(kernel_arr),
+        n_rows=math.prod(lead_shape),
+        n_classes=n_classes,
+        lead_shape=lead_shape,
+        dtype=kernel_arr.dtype,
+        row_dtype=row_dtype,
+        target_index=target_index,
+        ignore_index=options.ignore_index,
+        target_prob=target_prob,
+        class_weight=class_weight,
+        sample_weight=rows_weight,
+        reduction=options.reduction,
+        label_smoothing=options.label_smoothing,
+        z_loss=options.z_loss,
+        n_threads=options.n_threads,
+        softcap=options.softcap,
+        logit_scale=options.logit_scale,
+        half=half_kind(kernel_arr.dtype),
+    )
 
 
 def mean_denominator(plan):
     """torch's 'mean' denominator of a plan (see rows_denominator)."""
-    return rows_denominator(plan.target_index, plan.ignore_index, plan.class_weight,
-                            plan.sample_weight, plan.n_rows)
+    return rows_denominator(
+        plan.target_index, plan.ignore_index, plan.class_weight, plan.sample_weight, plan.n_rows
+    )
 
 
 def rows_denominator(target_index, ignore_index, class_weight, sample_weight, n_rows):
@@ -418,11 +454,13 @@ def check_grad_output_meta(dtype, shape, reduction, lead_shape):
     if reduction != "none":
         raise ValueError(
             f"grad_output must be a scalar for reduction={reduction!r}; got an array of shape "
-            f"{shape}")
+            f"{shape}"
+        )
     if shape != tuple(lead_shape):
         raise ValueError(
             f"grad_output must be a scalar or have shape logits.shape[:-1] = {tuple(lead_shape)}; "
-            f"got {shape}")
+            f"got {shape}"
+        )
     return "rows"
 
 
@@ -441,11 +479,13 @@ def check_lse_in(lse, lead_shape):
     _grad_from_lse): shape logits.shape[:-1] (or flattened), as a contiguous float64 vector."""
     arr = np.asarray(lse)
     if arr.dtype != np.float64:
-        raise TypeError(f"lse must be a float64 array (the forward's, kept in float64); "
-                        f"got dtype {arr.dtype}")
+        raise TypeError(
+            f"lse must be a float64 array (the forward's, kept in float64); got dtype {arr.dtype}"
+        )
     if arr.shape not in (tuple(lead_shape), (math.prod(lead_shape),)):
-        raise ValueError(f"lse must have shape logits.shape[:-1] = {tuple(lead_shape)}; "
-                         f"got {arr.shape}")
+        raise ValueError(
+            f"lse must have shape logits.shape[:-1] = {tuple(lead_shape)}; got {arr.shape}"
+        )
     return _aligned(np.ascontiguousarray(arr.reshape(-1), dtype=np.float64))
 
 
@@ -462,9 +502,12 @@ def _same_elements(a, b):
     # The stride of an axis of length 1 never moves to another element: a view that differs
     # only there (np.flip of a (1, C) array along its rows) is the same elements in the same
     # layout, and as_matrix describes both alike.
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.shape == b.shape and a.dtype == b.dtype
-            and all(sa == sb for sa, sb, n in zip(a.strides, b.strides, a.shape) if n > 1))
+    return (
+        a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+        and a.shape == b.shape
+        and a.dtype == b.dtype
+        and all(sa == sb for sa, sb, n in zip(a.strides, b.strides, a.shape) if n > 1)
+    )
 
 
 def check_out(out, logits, dtype, others):
@@ -491,7 +534,8 @@ def check_out(out, logits, dtype, others):
     if isinstance(logits, np.ndarray) and not in_place and _overlaps(out, logits):
         raise ValueError(
             "out must be the logits themselves (same elements, same layout) or not overlap them; "
-            f"got an overlapping view (strides {out.strides} vs {logits.strides})")
+            f"got an overlapping view (strides {out.strides} vs {logits.strides})"
+        )
     for name, other in others.items():
         if isinstance(other, np.ndarray) and _overlaps(out, other):
             raise ValueError(f"out must not overlap {name}; got an array sharing memory with it")
@@ -521,17 +565,17 @@ def plan_rows(x, axis):
 
 
 class ShardPlan(NamedTuple):
-    logits: Matrix                    # the block: n_rows x B
+    logits: Matrix  # the block: n_rows x B
     n_rows: int
-    n_block: int                      # B
+    n_block: int  # B
     lead_shape: tuple
     dtype: np.dtype
     class_offset: int
-    n_classes: int                    # all classes, over every shard
-    target_index: np.ndarray | None   # (n_rows,) int64 GLOBAL class indices
+    n_classes: int  # all classes, over every shard
+    target_index: np.ndarray | None  # (n_rows,) int64 GLOBAL class indices
     ignore_index: int
-    target_prob: Matrix | None        # the block's probabilities
-    class_weight: np.ndarray | None   # (B,) contiguous, logits' dtype: the block's weights
+    target_prob: Matrix | None  # the block's probabilities
+    class_weight: np.ndarray | None  # (B,) contiguous, logits' dtype: the block's weights
     label_smoothing: float
     n_threads: int
 
@@ -554,8 +598,7 @@ def _shard_sample_weight(sample_weight, lead_shape):
     if s.dtype.kind != "f":
         raise TypeError(f"sample_weight must be a floating array; got dtype {s.dtype}")
     if s.shape != lead_shape:
-        raise ValueError(
-            f"sample_weight must have the rows' shape {lead_shape}; got {s.shape}")
+        raise ValueError(f"sample_weight must have the rows' shape {lead_shape}; got {s.shape}")
     rows_weight = _rows_vector(s, np.float64)
     scan_sample_weight(rows_weight)
     return rows_weight
@@ -571,28 +614,31 @@ def _check_shard_weight(weight, arr, class_offset, n_classes):
         raise TypeError(f"weight must be a floating array; got dtype {w.dtype}")
     n_block = arr.shape[-1]
     if w.shape == (n_classes,):
-        w = w[class_offset:class_offset + n_block]
+        w = w[class_offset : class_offset + n_block]
     elif w.shape != (n_block,):
         raise ValueError(
             f"weight must be 1-D with one entry per class ({n_classes}) or per class of the "
-            f"block ({n_block}); got shape {w.shape}")
+            f"block ({n_block}); got shape {w.shape}"
+        )
     return _aligned(np.ascontiguousarray(w, dtype=arr.dtype))
 
 
-def plan_shard(logits_block, target, class_offset, n_classes, weight, ignore_index,
-               label_smoothing, n_threads):
+def plan_shard(
+    logits_block, target, class_offset, n_classes, weight, ignore_index, label_smoothing, n_threads
+):
     arr = check_float_array(logits_block, "logits_block")
     if arr.ndim == 0 or arr.shape[-1] == 0:
         raise ValueError(
-            f"logits_block must have at least one axis and one class (last); got shape "
-            f"{arr.shape}")
+            f"logits_block must have at least one axis and one class (last); got shape {arr.shape}"
+        )
     lead_shape = arr.shape[:-1]
     class_offset = check_int(class_offset, "class_offset")
     n_classes = check_int(n_classes, "n_classes")
     if class_offset < 0 or class_offset + arr.shape[-1] > n_classes:
         raise ValueError(
             f"class_offset must place the block's {arr.shape[-1]} classes inside [0, n_classes="
-            f"{n_classes}); got class_offset={class_offset}")
+            f"{n_classes}); got class_offset={class_offset}"
+        )
     ignore_index = check_ignore_index(ignore_index)
     label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
     if not 0.0 <= label_smoothing <= 1.0:
@@ -600,14 +646,24 @@ def plan_shard(logits_block, target, class_offset, n_classes, weight, ignore_ind
     n_threads = check_n_threads(n_threads)
     kernel_arr = _kernel_ready(arr)
     class_weight = _check_shard_weight(weight, kernel_arr, class_offset, n_classes)
-    target_index, target_prob = _check_shard_target(target, kernel_arr, lead_shape, n_classes,
-                                                    ignore_index)
+    target_index, target_prob = _check_shard_target(
+        target, kernel_arr, lead_shape, n_classes, ignore_index
+    )
     return ShardPlan(
-        logits=as_matrix(kernel_arr), n_rows=math.prod(lead_shape), n_block=arr.shape[-1],
-        lead_shape=lead_shape, dtype=kernel_arr.dtype, class_offset=class_offset,
-        n_classes=n_classes, target_index=target_index, ignore_index=ignore_index,
-        target_prob=target_prob, class_weight=class_weight, label_smoothing=label_smoothing,
-        n_threads=n_threads)
+        logits=as_matrix(kernel_arr),
+        n_rows=math.prod(lead_shape),
+        n_block=arr.shape[-1],
+        lead_shape=lead_shape,
+        dtype=kernel_arr.dtype,
+        class_offset=class_offset,
+        n_classes=n_classes,
+        target_index=target_index,
+        ignore_index=ignore_index,
+        target_prob=target_prob,
+        class_weight=class_weight,
+        label_smoothing=label_smoothing,
+        n_threads=n_threads,
+    )
 
 
 def plan_combine(stats, sample_weight, reduction, z_loss):
@@ -620,7 +676,8 @@ def plan_combine(stats, sample_weight, reduction, z_loss):
     for s in shards:
         if not (isinstance(s, tuple) and hasattr(s, "class_offset") and hasattr(s, "max")):
             raise TypeError(
-                f"stats must hold ShardStats (from shard_stats); got {type(s).__name__}")
+                f"stats must hold ShardStats (from shard_stats); got {type(s).__name__}"
+            )
     shards.sort(key=lambda s: s.class_offset)
     first = shards[0]
     for name in ("n_classes", "lead_shape", "dtype", "kind", "label_smoothing", "ignore_index"):
@@ -633,11 +690,13 @@ def plan_combine(stats, sample_weight, reduction, z_loss):
             raise ValueError(
                 f"stats must cover classes [0, {first.n_classes}) once each, in blocks; "
                 f"{'a gap' if s.class_offset > start else 'an overlap'} at class "
-                f"{min(start, s.class_offset)}")
+                f"{min(start, s.class_offset)}"
+            )
         start += s.n_block
     if start != first.n_classes:
         raise ValueError(
-            f"stats must cover classes [0, {first.n_classes}) once each; they end at {start}")
+            f"stats must cover classes [0, {first.n_classes}) once each; they end at {start}"
+        )
     for s in shards[1:]:
         if not np.array_equal(s.counted, first.counted):
             raise ValueError("stats must come from the same targets; the ignored rows differ")
@@ -648,24 +707,39 @@ def plan_combine(stats, sample_weight, reduction, z_loss):
     return shards, _shard_sample_weight(sample_weight, first.lead_shape), reduction, z_loss
 
 
-def plan_shard_grad(logits_block, target, totals, class_offset, weight, grad_output, out,
-                    n_threads):
+def plan_shard_grad(
+    logits_block, target, totals, class_offset, weight, grad_output, out, n_threads
+):
     """(ShardPlan of the block, scalar scale, per-row scales or None, the gradient array)."""
     if not (isinstance(totals, tuple) and hasattr(totals, "p_coef")):
-        raise TypeError(f"totals must be ShardTotals (from combine_shards); got "
-                        f"{type(totals).__name__}")
-    plan = plan_shard(logits_block, target, class_offset, totals.n_classes, weight,
-                      totals.ignore_index, totals.label_smoothing, n_threads)
+        raise TypeError(
+            f"totals must be ShardTotals (from combine_shards); got {type(totals).__name__}"
+        )
+    plan = plan_shard(
+        logits_block,
+        target,
+        class_offset,
+        totals.n_classes,
+        weight,
+        totals.ignore_index,
+        totals.label_smoothing,
+        n_threads,
+    )
     if plan.lead_shape != totals.lead_shape or plan.dtype != totals.dtype:
         raise ValueError(
             f"logits_block must have the rows and dtype of the combined shards "
-            f"({totals.lead_shape}, {totals.dtype}); got {plan.lead_shape}, {plan.dtype}")
+            f"({totals.lead_shape}, {totals.dtype}); got {plan.lead_shape}, {plan.dtype}"
+        )
     kind = "index" if plan.target_index is not None else "prob"
     if kind != totals.kind:
         raise ValueError(
-            f"target must be of the kind the shards were combined with ({totals.kind}); "
-            f"got {kind}")
+            f"target must be of the kind the shards were combined with ({totals.kind}); got {kind}"
+        )
     scale, row_scale = check_grad_output(grad_output, totals.reduction, totals.lead_shape)
-    grad = check_out(out, logits_block, plan.dtype, {
-        "target": target, "weight": weight, "grad_output": grad_output})
+    grad = check_out(
+        out,
+        logits_block,
+        plan.dtype,
+        {"target": target, "weight": weight, "grad_output": grad_output},
+    )
     return plan, scale, row_scale, grad

@@ -98,7 +98,8 @@ def xentc_calls(logits, target, n_threads):
         "loss+grad": lambda: xentc.cross_entropy_with_grad(logits, target, n_threads=n_threads)[0],
         # The gradient into a preallocated buffer, as a training loop would call it.
         "loss+grad out=": lambda: xentc.cross_entropy_with_grad(
-            logits, target, out=out, n_threads=n_threads)[0],
+            logits, target, out=out, n_threads=n_threads
+        )[0],
     }
 
 
@@ -332,8 +333,11 @@ class CpuWatch:
         else:
             own = _own_cpu_seconds() - self.own0
             other = max(0.0, (busy - self.busy0) - own)
-            self.result = {"wall_s": wall, "other_cpu_s": other,
-                           "other_cores": other / wall if wall > 0 else 0.0}
+            self.result = {
+                "wall_s": wall,
+                "other_cpu_s": other,
+                "other_cores": other / wall if wall > 0 else 0.0,
+            }
         return self.result
 
 
@@ -347,10 +351,12 @@ def contention_warning(result, n_cpus=None):
     if cores is None or cores <= CONTENTION_CORES:
         return None
     n_cpus = n_cpus or os.cpu_count() or 1
-    return (f"warning: other processes used {result['other_cpu_s']:.1f} CPU-seconds during "
-            f"this {result['wall_s']:.0f} s run (on average {cores:.2f} of {n_cpus} cores busy "
-            "with other work, or taken by the hypervisor): the timings are slower and noisier "
-            "than on an idle machine; compare rows within this run only, or rerun when idle.")
+    return (
+        f"warning: other processes used {result['other_cpu_s']:.1f} CPU-seconds during "
+        f"this {result['wall_s']:.0f} s run (on average {cores:.2f} of {n_cpus} cores busy "
+        "with other work, or taken by the hypervisor): the timings are slower and noisier "
+        "than on an idle machine; compare rows within this run only, or rerun when idle."
+    )
 
 
 def llc_bytes():
@@ -382,8 +388,11 @@ def measure_bandwidth(n_threads, repeats, quick=False):
     _kernels.bandwidth_copy(src, dst, n_threads)
     read_s = median_seconds(lambda: _kernels.bandwidth_read(src, n_threads), repeats)
     copy_s = median_seconds(lambda: _kernels.bandwidth_copy(src, dst, n_threads), repeats)
-    return {"array_bytes": src.nbytes, "read_gbs": src.nbytes / read_s / 1e9,
-            "copy_gbs": 2 * src.nbytes / copy_s / 1e9}
+    return {
+        "array_bytes": src.nbytes,
+        "read_gbs": src.nbytes / read_s / 1e9,
+        "copy_gbs": 2 * src.nbytes / copy_s / 1e9,
+    }
 
 
 @dataclass
@@ -409,7 +418,7 @@ class Row:
 
 
 def loss_check(loss, reference, dtype):
-    """"ok", or "MISMATCH rel <error>" when `loss` is off `reference` by more than the
+    """ "ok", or "MISMATCH rel <error>" when `loss` is off `reference` by more than the
     dtype's bound (1e-4 in float32, 1e-10 in float64)."""
     rel = abs(loss - reference) / max(abs(reference), 1e-30)
     bound = 1e-4 if dtype == "float32" else 1e-10
@@ -448,7 +457,7 @@ def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
             calls = IMPLEMENTATIONS[impl][1](logits, target, n_threads)
             variants = [k for k in calls if k == pass_name or k.startswith(pass_name + " ")]
             for variant in variants:
-                label = impl + variant[len(pass_name):]
+                label = impl + variant[len(pass_name) :]
                 progress.step(f"{workload.label} {pass_name}: {label}")
                 calls[variant]()  # warm-up: JIT compilation, first-touch page faults
                 loss, extra = peak_extra_bytes(calls[variant])
@@ -459,12 +468,25 @@ def run_workload(workload, impls, n_threads, repeats, bandwidth, progress):
                 moved = workload.logits_bytes * (1 if pass_name == "forward" else 2)
                 limit = bandwidth["read_gbs" if pass_name == "forward" else "copy_gbs"]
                 gbs = moved / seconds / 1e9
-                rows.append(Row(
-                    workload.label, workload.n_rows, workload.n_classes, workload.dtype,
-                    pass_name, label, seconds * 1e3, gbs, gbs / limit, seconds / xentc_s,
-                    None if extra is None else extra / 2**20, loss,
-                    loss_check(loss, xentc_loss, workload.dtype),
-                    min(times) * 1e3, max(times) * 1e3))
+                rows.append(
+                    Row(
+                        workload.label,
+                        workload.n_rows,
+                        workload.n_classes,
+                        workload.dtype,
+                        pass_name,
+                        label,
+                        seconds * 1e3,
+                        gbs,
+                        gbs / limit,
+                        seconds / xentc_s,
+                        None if extra is None else extra / 2**20,
+                        loss,
+                        loss_check(loss, xentc_loss, workload.dtype),
+                        min(times) * 1e3,
+                        max(times) * 1e3,
+                    )
+                )
             del calls
     return rows
 
@@ -559,12 +581,21 @@ def torch_step_rows(workload, n_threads, repeats, progress=None):
         for label, impl, inplace in TORCH_STEP_IMPLS:
             if progress:
                 progress.step(f"torch training step {workload.label} {dtype}: {label}")
-            spec = {"impl": impl, "inplace": inplace, "dtype": dtype, "threads": n_threads,
-                    "repeats": repeats, "n_rows": workload.n_rows,
-                    "n_classes": workload.n_classes}
+            spec = {
+                "impl": impl,
+                "inplace": inplace,
+                "dtype": dtype,
+                "threads": n_threads,
+                "repeats": repeats,
+                "n_rows": workload.n_rows,
+                "n_classes": workload.n_classes,
+            }
             done = subprocess.run(
                 [sys.executable, "-m", "xentc.bench", "--torch-step-case", json.dumps(spec)],
-                capture_output=True, text=True, check=False)
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if done.returncode != 0:
                 raise RuntimeError(f"torch step case {spec} failed:\n{done.stderr}")
             res = json.loads(done.stdout.strip().splitlines()[-1])
@@ -574,25 +605,50 @@ def torch_step_rows(workload, n_threads, repeats, progress=None):
             # itself bfloat16 (8 bits, measured 1.2e-2 off at N=4096), xentc's float32
             rel = abs(res["loss"] - res["reference"]) / max(abs(res["reference"]), 1e-30)
             bound = 1e-4 if dtype == "float32" or impl == "xentc" else 3e-2
-            rows.append(TorchStepRow(
-                f"N={workload.n_rows} C={workload.n_classes}", dtype, label,
-                res["seconds"] * 1e3, res["seconds"] / base["seconds"],
-                None if res["extra_bytes"] is None else res["extra_bytes"] / 2**20, res["loss"],
-                "ok" if rel <= bound else f"MISMATCH rel {rel:.1e}"))
+            rows.append(
+                TorchStepRow(
+                    f"N={workload.n_rows} C={workload.n_classes}",
+                    dtype,
+                    label,
+                    res["seconds"] * 1e3,
+                    res["seconds"] / base["seconds"],
+                    None if res["extra_bytes"] is None else res["extra_bytes"] / 2**20,
+                    res["loss"],
+                    "ok" if rel <= bound else f"MISMATCH rel {rel:.1e}",
+                )
+            )
     return rows
 
 
 def format_torch_step(rows, markdown=False):
     """The torch training step table as text (aligned columns) or Markdown."""
-    head = ["workload", "dtype", "impl", "median ms", "vs torch", "extra MiB",
-            "loss check (vs float64)"]
-    body = [[r.workload, r.dtype, r.impl, f"{r.median_ms:.1f}", f"{r.vs_torch:.2f}x",
-             "n/a" if r.extra_mib is None else f"{r.extra_mib:.0f}", r.loss_check] for r in rows]
+    head = [
+        "workload",
+        "dtype",
+        "impl",
+        "median ms",
+        "vs torch",
+        "extra MiB",
+        "loss check (vs float64)",
+    ]
+    body = [
+        [
+            r.workload,
+            r.dtype,
+            r.impl,
+            f"{r.median_ms:.1f}",
+            f"{r.vs_torch:.2f}x",
+            "n/a" if r.extra_mib is None else f"{r.extra_mib:.0f}",
+            r.loss_check,
+        ]
+        for r in rows
+    ]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in body])
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
+    ]
     fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*head)] + [fmt.format(*b) for b in body])
 
@@ -602,8 +658,7 @@ def machine_info(n_threads):
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f
-                       if line.startswith("model name"))
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
     versions = {}
@@ -613,28 +668,56 @@ def machine_info(n_threads):
         except importlib.metadata.PackageNotFoundError:
             pass
     info = config()
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": n_threads,
-            "kernels": info["kernels in use"], "openmp": info["openmp"],
-            "python": platform.python_version(), "xentc": xentc.__version__, **versions}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": n_threads,
+        "kernels": info["kernels in use"],
+        "openmp": info["openmp"],
+        "python": platform.python_version(),
+        "xentc": xentc.__version__,
+        **versions,
+    }
 
 
 def format_table(rows, markdown=False):
     """The main table as text (aligned columns) or Markdown."""
-    head = ["workload", "pass", "impl", "median ms", "range ms", "GB/s", "% of bw", "vs xentc",
-            "extra MiB", "loss check"]
+    head = [
+        "workload",
+        "pass",
+        "impl",
+        "median ms",
+        "range ms",
+        "GB/s",
+        "% of bw",
+        "vs xentc",
+        "extra MiB",
+        "loss check",
+    ]
     body = []
     for r in rows:
         extra = "n/a" if r.extra_mib is None else f"{r.extra_mib:.0f}"
-        body.append([r.workload, r.pass_name, r.impl, f"{r.median_ms:.1f}",
-                     f"{r.min_ms:.1f}-{r.max_ms:.1f}", f"{r.gbs:.2f}",
-                     f"{100 * r.bandwidth_fraction:.1f}%", f"{r.vs_xentc:.2f}x", extra,
-                     r.loss_check])
+        body.append(
+            [
+                r.workload,
+                r.pass_name,
+                r.impl,
+                f"{r.median_ms:.1f}",
+                f"{r.min_ms:.1f}-{r.max_ms:.1f}",
+                f"{r.gbs:.2f}",
+                f"{100 * r.bandwidth_fraction:.1f}%",
+                f"{r.vs_xentc:.2f}x",
+                extra,
+                r.loss_check,
+            ]
+        )
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(cells) + " |" for cells in body]
         return "\n".join(lines)
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h)
-              for i, h in enumerate(head)]
+    widths = [
+        max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(head)
+    ]
     fmt = "  ".join(f"{{:<{w}}}" if i < 3 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*head)] + [fmt.format(*b) for b in body])
 
@@ -653,12 +736,16 @@ def plot(rows, bandwidth, path):
     colours = dict(zip(impls, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 2))
     for ax, pass_name, limit in zip(axes, PASSES, ("read_gbs", "copy_gbs")):
         for impl in impls:
-            pts = sorted((r.n_classes, r.gbs) for r in rows
-                         if r.pass_name == pass_name and r.impl == impl and r.dtype == "float32")
+            pts = sorted(
+                (r.n_classes, r.gbs)
+                for r in rows
+                if r.pass_name == pass_name and r.impl == impl and r.dtype == "float32"
+            )
             if pts:
                 ax.plot(*zip(*pts), marker="o", label=impl, color=colours[impl])
-        ax.axhline(bandwidth[limit], color="k", linestyle="--",
-                   label=f"{limit.split('_')[0]} bandwidth")
+        ax.axhline(
+            bandwidth[limit], color="k", linestyle="--", label=f"{limit.split('_')[0]} bandwidth"
+        )
         ax.set_xscale("log")
         ax.set_xlabel("classes C (float32)")
         ax.set_title(pass_name)
@@ -673,15 +760,19 @@ def plot(rows, bandwidth, path):
 def markdown_report(rows, step_rows, info, bandwidth, argv, contention):
     """The tables as Markdown, after a paragraph saying what ran where (docs/performance.md
     includes this file, written by `make bench-docs`)."""
-    versions = ", ".join(f"{name} {info[name]}" for name in
-                         ("python", "numpy", "torch", "jax", "scikit-learn") if name in info)
+    versions = ", ".join(
+        f"{name} {info[name]}"
+        for name in ("python", "numpy", "torch", "jax", "scikit-learn")
+        if name in info
+    )
     command = " ".join(["python -m xentc.bench", *argv]).strip()
     lines = [
         f"xentc {info['xentc']}, `{command}`, {time.strftime('%Y-%m-%d', time.gmtime())}: "
         f"{info['cpu']}, {info['cores']} cores, {info['threads']} threads, kernels: "
         f"{info['kernels']}, OpenMP {info['openmp']}; {versions}. Bandwidth at "
         f"{info['threads']} threads: read {bandwidth['read_gbs']:.1f} GB/s, copy "
-        f"{bandwidth['copy_gbs']:.1f} GB/s."]
+        f"{bandwidth['copy_gbs']:.1f} GB/s."
+    ]
     lines[0] += _contention_sentence(contention)
     lines[0] = _wrap(lines[0])
     lines += ["", format_table(rows, markdown=True)]
@@ -692,8 +783,9 @@ def markdown_report(rows, step_rows, info, bandwidth, argv, contention):
 
 # The README's benchmark summary sits between these lines; `--readme FILE` rewrites what is
 # between them (make bench-docs), so that the front page's figures are never typed by hand.
-README_BEGIN = ("<!-- benchmark summary: written by make bench-docs "
-                "(python -m xentc.bench --readme) -->")
+README_BEGIN = (
+    "<!-- benchmark summary: written by make bench-docs (python -m xentc.bench --readme) -->"
+)
 README_END = "<!-- end of benchmark summary -->"
 SUMMARY_PEERS = (("jax", "JAX"), ("torch", "torch"), ("numpy", "NumPy"))
 
@@ -709,8 +801,10 @@ def _contention_sentence(contention):
     if warning:
         return " " + warning[0].upper() + warning[1:]
     if contention and contention.get("other_cores") is not None:
-        return (f" Other processes kept {contention['other_cores']:.2f} cores busy on average "
-                "during the run.")
+        return (
+            f" Other processes kept {contention['other_cores']:.2f} cores busy on average "
+            "during the run."
+        )
     return ""
 
 
@@ -719,11 +813,18 @@ def readme_summary(rows, info, bandwidth, contention=None):
     with their share of the bandwidth, and the peers' loss + gradient times."""
     by_key = {(r.workload, r.pass_name, r.impl): r for r in rows}
     workloads = list(dict.fromkeys((r.workload, r.n_rows, r.n_classes, r.dtype) for r in rows))
-    peers = [(impl, name) for impl, name in SUMMARY_PEERS
-             if any(r.impl == impl for r in rows)]
-    versions = ", ".join(f"{label} {info[key]}" for key, label in (
-        ("python", "Python"), ("numpy", "NumPy"), ("torch", "torch"), ("jax", "JAX"),
-        ("xentc", "xentc")) if key in info)
+    peers = [(impl, name) for impl, name in SUMMARY_PEERS if any(r.impl == impl for r in rows)]
+    versions = ", ".join(
+        f"{label} {info[key]}"
+        for key, label in (
+            ("python", "Python"),
+            ("numpy", "NumPy"),
+            ("torch", "torch"),
+            ("jax", "JAX"),
+            ("xentc", "xentc"),
+        )
+        if key in info
+    )
     lines = [
         f"Median time of one call, float32 unless noted, {info['threads']} threads; `% bw` is "
         "the share of the machine's bandwidth measured in the same run (read bandwidth for the "
@@ -733,7 +834,8 @@ def readme_summary(rows, info, bandwidth, contention=None):
         f"{bandwidth['copy_gbs']:.1f} GB/s." + _contention_sentence(contention),
         "",
         "| logits (N, C) | xentc forward | xentc loss + grad, `out=` | "
-        + " | ".join(f"{name} loss + grad" for _, name in peers) + " |",
+        + " | ".join(f"{name} loss + grad" for _, name in peers)
+        + " |",
         "|---|---|---|" + "---|" * len(peers),
     ]
 
@@ -744,8 +846,11 @@ def readme_summary(rows, info, bandwidth, contention=None):
 
     for label, n_rows, n_classes, dtype in workloads:
         shape = f"({n_rows}, {n_classes})" + ("" if dtype == "float32" else f" {dtype}")
-        cells = [shape, xentc_cell(by_key.get((label, "forward", "xentc"))),
-                 xentc_cell(by_key.get((label, "loss+grad", "xentc out=")))]
+        cells = [
+            shape,
+            xentc_cell(by_key.get((label, "forward", "xentc"))),
+            xentc_cell(by_key.get((label, "loss+grad", "xentc out="))),
+        ]
         for impl, _ in peers:
             row = by_key.get((label, "loss+grad", impl))
             cells.append("n/a" if row is None else f"{row.median_ms:.1f} ms")
@@ -771,7 +876,8 @@ def parse_workload(text):
     dtype = parts[2] if len(parts) == 3 else "float32"
     if dtype not in ("float32", "float64"):
         raise argparse.ArgumentTypeError(
-            f"--workload dtype must be float32 or float64; got {dtype}")
+            f"--workload dtype must be float32 or float64; got {dtype}"
+        )
     n_rows, n_classes = int(parts[0]), int(parts[1])
     if n_rows < 1 or n_classes < 1:
         raise argparse.ArgumentTypeError(f"--workload needs N >= 1 and C >= 1; got {text!r}")
@@ -802,28 +908,47 @@ def main(argv=None):
     0
     """
     parser = argparse.ArgumentParser(
-        prog="python -m xentc.bench", description=__doc__.split("\n\n")[0],
+        prog="python -m xentc.bench",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n", 2)[2])
-    parser.add_argument("--quick", action="store_true",
-                        help="shrink every workload to ~2M logits (finishes in seconds)")
-    parser.add_argument("--workload", action="append", type=parse_workload, default=[],
-                        metavar="N,C[,dtype]", help="add a workload (repeatable)")
-    parser.add_argument("--only", action="store_true",
-                        help="run only the --workload ones, not the standard set")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="thread count for xentc, the bandwidth kernels and the peers that "
-                             "take one (default: OMP_NUM_THREADS, else the usable cores)")
+        epilog=__doc__.split("\n", 2)[2],
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="shrink every workload to ~2M logits (finishes in seconds)",
+    )
+    parser.add_argument(
+        "--workload",
+        action="append",
+        type=parse_workload,
+        default=[],
+        metavar="N,C[,dtype]",
+        help="add a workload (repeatable)",
+    )
+    parser.add_argument(
+        "--only", action="store_true", help="run only the --workload ones, not the standard set"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="thread count for xentc, the bandwidth kernels and the peers that "
+        "take one (default: OMP_NUM_THREADS, else the usable cores)",
+    )
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per measurement")
-    parser.add_argument("--peers", default=None,
-                        help="comma-separated subset of: numpy, torch, jax, sklearn")
+    parser.add_argument(
+        "--peers", default=None, help="comma-separated subset of: numpy, torch, jax, sklearn"
+    )
     parser.add_argument("--json", metavar="FILE", help="write every figure and the machine info")
     parser.add_argument("--plot", metavar="FILE.png", help="plot GB/s against C (matplotlib)")
     parser.add_argument("--markdown", metavar="FILE", help="write the table as Markdown")
-    parser.add_argument("--readme", metavar="README.md",
-                        help="rewrite the benchmark summary block of this README")
-    parser.add_argument("--no-torch-step", action="store_true",
-                        help="leave out the torch training step section")
+    parser.add_argument(
+        "--readme", metavar="README.md", help="rewrite the benchmark summary block of this README"
+    )
+    parser.add_argument(
+        "--no-torch-step", action="store_true", help="leave out the torch training step section"
+    )
     parser.add_argument("--torch-step-case", help=argparse.SUPPRESS)  # one case, in a subprocess
     args = parser.parse_args(argv)
     if args.torch_step_case:
@@ -835,8 +960,10 @@ def main(argv=None):
             replace_readme_summary(f.read(), "")
     if args.plot and not _importable("matplotlib"):
         # before the run, not after minutes of it
-        parser.error("--plot needs matplotlib: pip install '.[plot]' from a checkout (or "
-                     "pip install matplotlib)")
+        parser.error(
+            "--plot needs matplotlib: pip install '.[plot]' from a checkout (or "
+            "pip install matplotlib)"
+        )
     watch = CpuWatch()
 
     n_threads = check_n_threads(args.threads)
@@ -847,23 +974,35 @@ def main(argv=None):
     peers = None if args.peers is None else [p.strip() for p in args.peers.split(",") if p.strip()]
     unknown = sorted(set(peers or ()) - set(IMPLEMENTATIONS))
     if unknown:
-        parser.error(f"--peers: unknown {', '.join(unknown)}; choose from "
-                     f"{', '.join(k for k in IMPLEMENTATIONS if k != 'xentc')}")
+        parser.error(
+            f"--peers: unknown {', '.join(unknown)}; choose from "
+            f"{', '.join(k for k in IMPLEMENTATIONS if k != 'xentc')}"
+        )
     skipped = {}
     impls = available_implementations(peers, skipped)
     info = machine_info(n_threads)
 
-    print(f"xentc {info['xentc']} benchmark: {info['cpu']}, {info['cores']} cores, "
-          f"{n_threads} threads, kernels: {info['kernels']}, OpenMP {info['openmp']}")
-    print("peers: " + ", ".join(
-        f"{name} {info.get('scikit-learn' if name == 'sklearn' else name, '')} "
-        f"({IMPLEMENTATIONS[name][2]})".replace("  ", " ") for name in impls if name != "xentc")
-        + "".join(f"; {name} skipped: {why}" for name, why in skipped.items()))
+    print(
+        f"xentc {info['xentc']} benchmark: {info['cpu']}, {info['cores']} cores, "
+        f"{n_threads} threads, kernels: {info['kernels']}, OpenMP {info['openmp']}"
+    )
+    print(
+        "peers: "
+        + ", ".join(
+            f"{name} {info.get('scikit-learn' if name == 'sklearn' else name, '')} "
+            f"({IMPLEMENTATIONS[name][2]})".replace("  ", " ")
+            for name in impls
+            if name != "xentc"
+        )
+        + "".join(f"; {name} skipped: {why}" for name, why in skipped.items())
+    )
     bandwidth = measure_bandwidth(n_threads, args.repeats, quick=args.quick)
-    print(f"bandwidth at {n_threads} threads over {bandwidth['array_bytes'] / 2**30:.2f} GiB "
-          f"arrays: read {bandwidth['read_gbs']:.1f} GB/s, copy {bandwidth['copy_gbs']:.1f} GB/s "
-          f"(bytes read + bytes written)"
-          + ("; --quick: a smaller probe, indicative only" if args.quick else ""))
+    print(
+        f"bandwidth at {n_threads} threads over {bandwidth['array_bytes'] / 2**30:.2f} GiB "
+        f"arrays: read {bandwidth['read_gbs']:.1f} GB/s, copy {bandwidth['copy_gbs']:.1f} GB/s "
+        f"(bytes read + bytes written)"
+        + ("; --quick: a smaller probe, indicative only" if args.quick else "")
+    )
 
     # each impl once per pass, plus xentc's out= variant of loss+grad
     progress = Progress(len(workloads) * (len(PASSES) * len(impls) + 1))
@@ -874,10 +1013,12 @@ def main(argv=None):
 
     print()
     print(format_table(rows))
-    print("\nGB/s: minimum bytes moved / median time. % of bw: of read (forward) or copy "
-          "(loss+grad) bandwidth above. range ms: the fastest and slowest timed call. vs xentc: "
-          "time / xentc's time. extra MiB: peak resident memory added by one call, returned "
-          "gradient included.")
+    print(
+        "\nGB/s: minimum bytes moved / median time. % of bw: of read (forward) or copy "
+        "(loss+grad) bandwidth above. range ms: the fastest and slowest timed call. vs xentc: "
+        "time / xentc's time. extra MiB: peak resident memory added by one call, returned "
+        "gradient included."
+    )
     mismatches = [r for r in rows if r.loss_check != "ok"]
     if mismatches:
         print(f"{len(mismatches)} loss mismatch(es) against xentc: see the 'loss check' column.")
@@ -886,24 +1027,30 @@ def main(argv=None):
     if args.no_torch_step:
         why = "--no-torch-step"
     elif "torch" not in impls and not _importable("torch"):
-        why = ("torch is not installed (install the CPU build of torch first, then "
-               "pip install '.[torch]' from a checkout: see docs/install.md)")
+        why = (
+            "torch is not installed (install the CPU build of torch first, then "
+            "pip install '.[torch]' from a checkout: see docs/install.md)"
+        )
     else:
         why = None
         step_workload = quick(TORCH_STEP_WORKLOAD) if args.quick else TORCH_STEP_WORKLOAD
         progress = Progress(3 * len(torch_step_dtypes()))
         step_rows = torch_step_rows(step_workload, n_threads, args.repeats, progress)
         progress.close()
-    print("\ntorch training step: forward + backward of the mean loss (torch.autograd.grad of it "
-          "with respect to the logits),\nxentc.torch against torch.nn.functional.cross_entropy, "
-          f"{n_threads} threads, each case in a fresh process.")
+    print(
+        "\ntorch training step: forward + backward of the mean loss (torch.autograd.grad of it "
+        "with respect to the logits),\nxentc.torch against torch.nn.functional.cross_entropy, "
+        f"{n_threads} threads, each case in a fresh process."
+    )
     if why:
         print(f"skipped: {why}")
     else:
         print(format_torch_step(step_rows))
-        print("extra MiB: the process's resident high-water mark (VmHWM, reset before the "
-              "step) over its resident set before it: every allocation torch or xentc makes "
-              "shows there, the returned gradient included.")
+        print(
+            "extra MiB: the process's resident high-water mark (VmHWM, reset before the "
+            "step) over its resident set before it: every allocation torch or xentc makes "
+            "shows there, the returned gradient included."
+        )
         if any(r.loss_check != "ok" for r in step_rows):
             print("loss mismatch against torch: see the 'loss check' column.")
     contention = watch.stop()
@@ -912,16 +1059,23 @@ def main(argv=None):
         print("\n" + warning)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": info, "bandwidth": bandwidth,
-                       "rows": [asdict(r) for r in rows],
-                       "torch_step": [asdict(r) for r in step_rows],
-                       "other_processes": contention}, f, indent=2)
+            json.dump(
+                {
+                    "machine": info,
+                    "bandwidth": bandwidth,
+                    "rows": [asdict(r) for r in rows],
+                    "torch_step": [asdict(r) for r in step_rows],
+                    "other_processes": contention,
+                },
+                f,
+                indent=2,
+            )
     if args.markdown:
         shown = list(argv if argv is not None else sys.argv[1:])
         for option in ("--markdown", "--readme"):  # the output paths say nothing about the run
             if option in shown:
                 k = shown.index(option)
-                del shown[k:k + 2]
+                del shown[k : k + 2]
         with open(args.markdown, "w") as f:
             f.write(markdown_report(rows, step_rows, info, bandwidth, shown, contention))
     if args.readme:

@@ -52,8 +52,14 @@ from ._validate import (
     sample_weight_vector,
 )
 
-__all__ = ["NpyFile", "cross_entropy", "cross_entropy_with_grad", "from_npy",
-           "linear_cross_entropy", "to_npy"]
+__all__ = [
+    "NpyFile",
+    "cross_entropy",
+    "cross_entropy_with_grad",
+    "from_npy",
+    "linear_cross_entropy",
+    "to_npy",
+]
 
 # blockwise index letters: one per leading axis, "z" for the classes.
 _LEAD_LETTERS = "abcdefghijklmnopqrstuvwxy"
@@ -72,7 +78,8 @@ def _meta(x, name):
         if any(math.isnan(n) for n in x.shape):
             raise ValueError(
                 f"{name} must have known chunk sizes; got shape {x.shape} "
-                "(call .compute_chunk_sizes() first)")
+                "(call .compute_chunk_sizes() first)"
+            )
         return x, x.dtype, x.shape
     arr = x if isinstance(x, np.ndarray) else np.asarray(x)
     return arr, arr.dtype, arr.shape
@@ -107,8 +114,9 @@ class _Checked:
         self.grad_kind = None
         if with_grad and grad_output is not None:
             grad_output, g_dtype, g_shape = _meta(grad_output, "grad_output")
-            self.grad_kind = check_grad_output_meta(g_dtype, g_shape, self.options.reduction,
-                                                    lead_shape)
+            self.grad_kind = check_grad_output_meta(
+                g_dtype, g_shape, self.options.reduction, lead_shape
+            )
         self.logits, self.target, self.weight = logits, target, weight
         self.sample_weight, self.grad_output = sample_weight, grad_output
 
@@ -116,8 +124,9 @@ class _Checked:
 # ---- what one block runs -----------------------------------------------------------------------
 
 
-def _block_denominator(target, weight, sample_weight, *, kind, n_classes, ignore_index,
-                       logits_dtype, lead_ndim):
+def _block_denominator(
+    target, weight, sample_weight, *, kind, n_classes, ignore_index, logits_dtype, lead_ndim
+):
     """This block's share of the 'mean' denominator, as a (1, ..., 1) array. The values of the
     targets and sample weights are checked here, as the core API checks them. (Probability
     targets come here only with sample weights, which alone make their denominator.)"""
@@ -131,14 +140,29 @@ def _block_denominator(target, weight, sample_weight, *, kind, n_classes, ignore
     return np.full((1,) * lead_ndim, share)
 
 
-def _block_xent(logits, target, weight, sample_weight, grad_output, denominator, *, options,
-                return_lse, with_grad):
+def _block_xent(
+    logits,
+    target,
+    weight,
+    sample_weight,
+    grad_output,
+    denominator,
+    *,
+    options,
+    return_lse,
+    with_grad,
+):
     """The core API on one block of rows. 'mean' runs as 'sum' here (the blocks' sums and the
     global denominator are combined outside); its gradient is scaled by grad_output over the
     global denominator, exactly as the single-array call scales it."""
     reduction = options["reduction"]
-    kwargs = dict(options, reduction="sum" if reduction == "mean" else reduction,
-                  weight=weight, sample_weight=sample_weight, return_lse=return_lse)
+    kwargs = dict(
+        options,
+        reduction="sum" if reduction == "mean" else reduction,
+        weight=weight,
+        sample_weight=sample_weight,
+        return_lse=return_lse,
+    )
     if with_grad:
         if reduction == "mean":
             scale = 1.0 if grad_output is None else float(grad_output)
@@ -181,9 +205,19 @@ def _fsum(x, axis=None, keepdims=False):
 def _tree_sum(parts):
     """The sum of a float64 array of per-block partials (one element, and one chunk, per
     block), over a tree fixed by the chunking."""
-    return da.reduction(parts, _fsum, _fsum, combine=_fsum, axis=None, keepdims=False,
-                        dtype=np.float64, split_every=SPLIT_EVERY, concatenate=True,
-                        meta=np.float64(0.0), name="xentc-tree-sum")
+    return da.reduction(
+        parts,
+        _fsum,
+        _fsum,
+        combine=_fsum,
+        axis=None,
+        keepdims=False,
+        dtype=np.float64,
+        split_every=SPLIT_EVERY,
+        concatenate=True,
+        meta=np.float64(0.0),
+        name="xentc-tree-sum",
+    )
 
 
 def _mean(total, denominator):
@@ -201,26 +235,63 @@ def _denominator(c, lead, lead_chunks, target, weight, sample_weight):
         return float(math.prod(c.shape[:-1]))
     one_per_block = {ind: 1 for ind in lead}
     parts = da.blockwise(
-        _block_denominator, lead,
-        target if c.kind == "index" else None, lead if c.kind == "index" else None,
-        weight, None if weight is None else _CLASS,
-        sample_weight, None if sample_weight is None else lead,
-        adjust_chunks=one_per_block, concatenate=True, dtype=np.float64,
-        meta=np.empty((0,) * len(lead), np.float64), token="xentc-denominator",
-        kind=c.kind, n_classes=c.n_classes, ignore_index=c.options.ignore_index,
-        logits_dtype=kernel_dtype(c.dtype), lead_ndim=len(lead))
+        _block_denominator,
+        lead,
+        target if c.kind == "index" else None,
+        lead if c.kind == "index" else None,
+        weight,
+        None if weight is None else _CLASS,
+        sample_weight,
+        None if sample_weight is None else lead,
+        adjust_chunks=one_per_block,
+        concatenate=True,
+        dtype=np.float64,
+        meta=np.empty((0,) * len(lead), np.float64),
+        token="xentc-denominator",
+        kind=c.kind,
+        n_classes=c.n_classes,
+        ignore_index=c.options.ignore_index,
+        logits_dtype=kernel_dtype(c.dtype),
+        lead_ndim=len(lead),
+    )
     return _tree_sum(parts)
 
 
-def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, label_smoothing,
-         z_loss, return_lse, n_threads, with_grad, grad_output=None, softcap=None,
-         logit_scale=1.0):
-    c = _Checked(logits, target, weight, sample_weight, grad_output,
-                 (reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap,
-                  logit_scale), with_grad)
-    options = {"ignore_index": ignore_index, "reduction": c.options.reduction,
-               "label_smoothing": label_smoothing, "z_loss": z_loss, "n_threads": n_threads,
-               "softcap": softcap, "logit_scale": logit_scale}
+def _run(
+    logits,
+    target,
+    *,
+    weight,
+    sample_weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    z_loss,
+    return_lse,
+    n_threads,
+    with_grad,
+    grad_output=None,
+    softcap=None,
+    logit_scale=1.0,
+):
+    c = _Checked(
+        logits,
+        target,
+        weight,
+        sample_weight,
+        grad_output,
+        (reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap, logit_scale),
+        with_grad,
+    )
+    options = {
+        "ignore_index": ignore_index,
+        "reduction": c.options.reduction,
+        "label_smoothing": label_smoothing,
+        "z_loss": z_loss,
+        "n_threads": n_threads,
+        "softcap": softcap,
+        "logit_scale": logit_scale,
+    }
 
     if len(c.shape) == 1:
         # One row: run it as a (1, C) block and give back the shapes the core API gives.
@@ -234,7 +305,7 @@ def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, labe
         return _class_chunked(logits, c, options, return_lse, with_grad)
 
     ndim = len(c.shape)
-    lead = _LEAD_LETTERS[:ndim - 1]
+    lead = _LEAD_LETTERS[: ndim - 1]
     full = lead + _CLASS
     lead_chunks = logits.chunks[:-1]
     target = _as_dask(c.target, lead_chunks if c.kind == "index" else logits.chunks)
@@ -260,38 +331,86 @@ def _run(logits, target, *, weight, sample_weight, ignore_index, reduction, labe
     # fuse the task that reads a block of logits (from_npy's, say) into it (it does when one
     # output is computed); either way each block is read and computed once.
     blocks = da.blockwise(
-        _block_xent, full,
-        logits, full,
-        target, lead if c.kind == "index" else full,
-        weight, None if weight is None else _CLASS,
-        sample_weight, None if sample_weight is None else lead,
-        grad_output, grad_ind,
-        denominator, den_ind,
-        meta=np.empty((0,) * ndim, dtype=object), token="xentc-blocks",
-        options=options, return_lse=return_lse, with_grad=with_grad)
+        _block_xent,
+        full,
+        logits,
+        full,
+        target,
+        lead if c.kind == "index" else full,
+        weight,
+        None if weight is None else _CLASS,
+        sample_weight,
+        None if sample_weight is None else lead,
+        grad_output,
+        grad_ind,
+        denominator,
+        den_ind,
+        meta=np.empty((0,) * ndim, dtype=object),
+        token="xentc-blocks",
+        options=options,
+        return_lse=return_lse,
+        with_grad=with_grad,
+    )
 
     # row losses and lse in the kernel's dtype (float32 for 16-bit logits), as the core API's
     rows_meta = np.empty((0,) * (ndim - 1), dtype=kernel_dtype(c.dtype))
     if c.options.reduction == "none":
-        loss = da.blockwise(_pick, lead, blocks, full, "loss", None, concatenate=False,
-                            meta=rows_meta, token="xentc-loss")
+        loss = da.blockwise(
+            _pick,
+            lead,
+            blocks,
+            full,
+            "loss",
+            None,
+            concatenate=False,
+            meta=rows_meta,
+            token="xentc-loss",
+        )
     else:
-        parts = da.blockwise(_pick_sum, lead, blocks, full, ndim - 1, None, concatenate=False,
-                             adjust_chunks=dict.fromkeys(lead, 1), dtype=np.float64,
-                             meta=np.empty((0,) * (ndim - 1), np.float64),
-                             token="xentc-block-sums")
+        parts = da.blockwise(
+            _pick_sum,
+            lead,
+            blocks,
+            full,
+            ndim - 1,
+            None,
+            concatenate=False,
+            adjust_chunks=dict.fromkeys(lead, 1),
+            dtype=np.float64,
+            meta=np.empty((0,) * (ndim - 1), np.float64),
+            token="xentc-block-sums",
+        )
         loss = _tree_sum(parts)
         if c.options.reduction == "mean":
-            loss = da.map_blocks(_mean, loss, denominator, dtype=np.float64,
-                                 meta=np.float64(0.0), token="xentc-mean")
+            loss = da.map_blocks(
+                _mean, loss, denominator, dtype=np.float64, meta=np.float64(0.0), token="xentc-mean"
+            )
     out = [loss]
     if return_lse:
-        out.append(da.blockwise(_pick, lead, blocks, full, "lse", None, concatenate=False,
-                                meta=rows_meta, token="xentc-lse"))
+        out.append(
+            da.blockwise(
+                _pick,
+                lead,
+                blocks,
+                full,
+                "lse",
+                None,
+                concatenate=False,
+                meta=rows_meta,
+                token="xentc-lse",
+            )
+        )
     if with_grad:
-        out.append(da.map_blocks(_pick, blocks, "grad", dtype=c.dtype,
-                                 meta=np.empty((0,) * ndim, dtype=c.dtype),
-                                 token="xentc-grad"))
+        out.append(
+            da.map_blocks(
+                _pick,
+                blocks,
+                "grad",
+                dtype=c.dtype,
+                meta=np.empty((0,) * ndim, dtype=c.dtype),
+                token="xentc-grad",
+            )
+        )
     return out[0] if len(out) == 1 else tuple(out)
 
 
@@ -322,13 +441,20 @@ def _class_chunked(logits, c, options, return_lse, with_grad):
     """Logits split along the classes: xentc._dask_shards merges the row statistics of the
     class blocks (vocabulary shards)."""
     # The shard kernels take neither the logit transform nor 16-bit logits (issue 6).
-    unsupported = [name for name, used in (
-        ("softcap", c.options.softcap != 0.0), ("logit_scale", c.options.logit_scale != 1.0),
-        (f"logits of dtype {c.dtype}", kernel_dtype(c.dtype) != c.dtype)) if used]
+    unsupported = [
+        name
+        for name, used in (
+            ("softcap", c.options.softcap != 0.0),
+            ("logit_scale", c.options.logit_scale != 1.0),
+            (f"logits of dtype {c.dtype}", kernel_dtype(c.dtype) != c.dtype),
+        )
+        if used
+    ]
     if unsupported:
         raise NotImplementedError(
             f"{' and '.join(unsupported)} need logits in one chunk along the classes; got chunks "
-            f"{logits.chunks[-1]} (rechunk the logits: logits.rechunk({{-1: -1}}))")
+            f"{logits.chunks[-1]} (rechunk the logits: logits.rechunk({{-1: -1}}))"
+        )
     options = {k: v for k, v in options.items() if k not in ("softcap", "logit_scale")}
     try:
         from ._dask_shards import cross_entropy_blocks
@@ -338,22 +464,34 @@ def _class_chunked(logits, c, options, return_lse, with_grad):
         raise NotImplementedError(
             f"logits chunked along the class axis (chunks {logits.chunks[-1]}) need "
             "xentc._dask_shards, which this build of xentc lacks; rechunk the logits to one "
-            "chunk along the classes (logits.rechunk({-1: -1}))") from None
+            "chunk along the classes (logits.rechunk({-1: -1}))"
+        ) from None
     kwargs = dict(options, weight=c.weight, sample_weight=c.sample_weight)
     if with_grad:
         kwargs["grad_output"] = c.grad_output
-    return cross_entropy_blocks(logits, c.target, with_grad=with_grad, return_lse=return_lse,
-                                **kwargs)
+    return cross_entropy_blocks(
+        logits, c.target, with_grad=with_grad, return_lse=return_lse, **kwargs
+    )
 
 
 # ---- the public functions ----------------------------------------------------------------------
 
 
-def cross_entropy(logits: Any, target: Any, *, weight: Any = None, sample_weight: Any = None,
-                  ignore_index: int = -100, reduction: Reduction = "mean",
-                  label_smoothing: float = 0.0, z_loss: float = 0.0,
-                  softcap: float | None = None, logit_scale: float = 1.0,
-                  return_lse: bool = False, n_threads: int | None = None) -> Any:
+def cross_entropy(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    return_lse: bool = False,
+    n_threads: int | None = None,
+) -> Any:
     """`xentc.cross_entropy` for dask arrays (and NumPy arrays mixed in), lazily.
 
     Each block of rows runs the core kernels in its own task. Partial sums add over a tree fixed
@@ -401,18 +539,39 @@ def cross_entropy(logits: Any, target: Any, *, weight: Any = None, sample_weight
     >>> bool(np.isclose(loss.compute(), xentc.cross_entropy(z, y)))
     True
     """
-    return _run(logits, target, weight=weight, sample_weight=sample_weight,
-                ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-                z_loss=z_loss, return_lse=return_lse, n_threads=n_threads, with_grad=False,
-                softcap=softcap, logit_scale=logit_scale)
+    return _run(
+        logits,
+        target,
+        weight=weight,
+        sample_weight=sample_weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        return_lse=return_lse,
+        n_threads=n_threads,
+        with_grad=False,
+        softcap=softcap,
+        logit_scale=logit_scale,
+    )
 
 
-def cross_entropy_with_grad(logits: Any, target: Any, *, weight: Any = None,
-                            sample_weight: Any = None, ignore_index: int = -100,
-                            reduction: Reduction = "mean", label_smoothing: float = 0.0,
-                            z_loss: float = 0.0, softcap: float | None = None,
-                            logit_scale: float = 1.0, return_lse: bool = False,
-                            n_threads: int | None = None, grad_output: Any = None) -> tuple:
+def cross_entropy_with_grad(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    return_lse: bool = False,
+    n_threads: int | None = None,
+    grad_output: Any = None,
+) -> tuple:
     """`xentc.cross_entropy_with_grad` for dask arrays, lazily.
 
     Parameters
@@ -454,10 +613,22 @@ def cross_entropy_with_grad(logits: Any, target: Any, *, weight: Any = None,
     >>> np.allclose(grad.compute(), xentc.cross_entropy_with_grad(z, y)[1])
     True
     """
-    return _run(logits, target, weight=weight, sample_weight=sample_weight,
-                ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-                z_loss=z_loss, return_lse=return_lse, n_threads=n_threads, with_grad=True,
-                grad_output=grad_output, softcap=softcap, logit_scale=logit_scale)
+    return _run(
+        logits,
+        target,
+        weight=weight,
+        sample_weight=sample_weight,
+        ignore_index=ignore_index,
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+        z_loss=z_loss,
+        return_lse=return_lse,
+        n_threads=n_threads,
+        with_grad=True,
+        grad_output=grad_output,
+        softcap=softcap,
+        logit_scale=logit_scale,
+    )
 
 
 # ---- .npy files on disk ------------------------------------------------------------------------
@@ -605,8 +776,12 @@ def to_npy(x: Any, path: str | os.PathLike, *, compute: bool = True, **store_kwa
     store_kwargs.setdefault("lock", False)
     # NpyFile is a target da.store writes into through __setitem__ (its documented protocol);
     # dask's annotation names arrays only.
-    return da.store(x, NpyFile(path, mode="r+"), compute=compute,  # type: ignore[arg-type]
-                    **store_kwargs)
+    return da.store(
+        x,
+        NpyFile(path, mode="r+"),
+        compute=compute,  # type: ignore[arg-type]
+        **store_kwargs,
+    )
 
 
 # ---- fused linear + cross-entropy ---------------------------------------------------------------
@@ -616,20 +791,37 @@ _FEATURES = "Z"  # the blockwise index of hidden's last axis (D); _CLASS is V's
 
 def _block_linear(hidden, weight, bias, target, class_weight, sample_weight, *, options):
     """xentc.linear_cross_entropy on one block of rows: its row losses ('none') or their sum."""
-    loss = _linear.linear_cross_entropy(hidden, weight, target, bias=bias,
-                                        class_weight=class_weight, sample_weight=sample_weight,
-                                        **options)
+    loss = _linear.linear_cross_entropy(
+        hidden,
+        weight,
+        target,
+        bias=bias,
+        class_weight=class_weight,
+        sample_weight=sample_weight,
+        **options,
+    )
     if options["reduction"] == "none":
         return loss
     return np.full((1,) * (hidden.ndim - 1), loss, dtype=np.float64)
 
 
-def linear_cross_entropy(hidden: Any, weight: Any, target: Any, *, bias: Any = None,
-                         class_weight: Any = None, sample_weight: Any = None,
-                         ignore_index: int = -100, reduction: Reduction = "mean",
-                         label_smoothing: float = 0.0, z_loss: float = 0.0,
-                         softcap: float | None = None, logit_scale: float = 1.0,
-                         chunk_bytes: int | None = None, n_threads: int | None = None) -> Any:
+def linear_cross_entropy(
+    hidden: Any,
+    weight: Any,
+    target: Any,
+    *,
+    bias: Any = None,
+    class_weight: Any = None,
+    sample_weight: Any = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    chunk_bytes: int | None = None,
+    n_threads: int | None = None,
+) -> Any:
     """`xentc.linear_cross_entropy` for hidden states chunked by rows.
 
     A corpus larger than memory (`from_npy`) scored without its N x V logits: each block of rows
@@ -676,14 +868,17 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, *, bias: Any = N
     hidden, h_dtype, h_shape = _meta(hidden, "hidden")
     weight, w_dtype, w_shape = _meta(weight, "weight")
     if len(w_shape) != 2 or len(h_shape) < 1 or w_shape[1] != h_shape[-1]:
-        raise ValueError(f"weight must have shape (V, D) with D = hidden.shape[-1]; got "
-                         f"{w_shape} for hidden of shape {h_shape}")
+        raise ValueError(
+            f"weight must have shape (V, D) with D = hidden.shape[-1]; got "
+            f"{w_shape} for hidden of shape {h_shape}"
+        )
     if w_dtype != h_dtype:
         raise TypeError(f"weight must have hidden's dtype {h_dtype}; got {w_dtype}")
     logits_shape = (*h_shape[:-1], w_shape[0])
     check_logits_meta(h_dtype, logits_shape)
-    options = check_options(reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap,
-                            logit_scale)
+    options = check_options(
+        reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap, logit_scale
+    )
     target, t_dtype, t_shape = _meta(target, "target")
     kind = check_target_meta(t_dtype, t_shape, logits_shape)
     if class_weight is not None:
@@ -696,30 +891,46 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, *, bias: Any = N
     if not isinstance(hidden, da.Array):
         hidden = da.from_array(hidden, chunks=("auto",) * (len(h_shape) - 1) + (-1,))
     hidden = hidden.rechunk((*hidden.chunks[:-1], (h_shape[-1],)))
-    lead = _LEAD_LETTERS[:len(h_shape) - 1]
+    lead = _LEAD_LETTERS[: len(h_shape) - 1]
     lead_chunks = hidden.chunks[:-1]
     whole = _as_dask(weight, w_shape)
     bias_d = None if bias is None else _as_dask(bias, np.shape(bias))
     target = _as_dask(target, lead_chunks if kind == "index" else (*lead_chunks, w_shape[0]))
     cw = None if class_weight is None else _as_dask(class_weight, (w_shape[0],))
     sw = None if sample_weight is None else _as_dask(sample_weight, lead_chunks)
-    block_options = {"ignore_index": ignore_index, "label_smoothing": label_smoothing,
-                     "z_loss": z_loss, "softcap": softcap, "logit_scale": logit_scale,
-                     "chunk_bytes": chunk_bytes, "n_threads": n_threads,
-                     "reduction": "none" if options.reduction == "none" else "sum"}
+    block_options = {
+        "ignore_index": ignore_index,
+        "label_smoothing": label_smoothing,
+        "z_loss": z_loss,
+        "softcap": softcap,
+        "logit_scale": logit_scale,
+        "chunk_bytes": chunk_bytes,
+        "n_threads": n_threads,
+        "reduction": "none" if options.reduction == "none" else "sum",
+    }
     row_results = da.blockwise(
-        _block_linear, lead,
-        hidden, lead + _FEATURES,
-        whole, _CLASS + _FEATURES,
-        bias_d, None if bias_d is None else _CLASS,
-        target, lead if kind == "index" else lead + _CLASS,
-        cw, None if cw is None else _CLASS,
-        sw, None if sw is None else lead,
-        concatenate=True, token="xentc-linear",
+        _block_linear,
+        lead,
+        hidden,
+        lead + _FEATURES,
+        whole,
+        _CLASS + _FEATURES,
+        bias_d,
+        None if bias_d is None else _CLASS,
+        target,
+        lead if kind == "index" else lead + _CLASS,
+        cw,
+        None if cw is None else _CLASS,
+        sw,
+        None if sw is None else lead,
+        concatenate=True,
+        token="xentc-linear",
         adjust_chunks=None if options.reduction == "none" else dict.fromkeys(lead, 1),
-        meta=np.empty((0,) * len(lead), np.float64 if options.reduction != "none"
-                      else kernel_dtype(h_dtype)),
-        options=block_options)
+        meta=np.empty(
+            (0,) * len(lead), np.float64 if options.reduction != "none" else kernel_dtype(h_dtype)
+        ),
+        options=block_options,
+    )
     if options.reduction == "none":
         return row_results
     loss = _tree_sum(row_results)
@@ -729,14 +940,26 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, *, bias: Any = N
         denominator = float(math.prod(h_shape[:-1]))
     else:
         parts = da.blockwise(
-            _block_denominator, lead,
-            target if kind == "index" else None, lead if kind == "index" else None,
-            cw, None if cw is None else _CLASS,
-            sw, None if sw is None else lead,
-            adjust_chunks=dict.fromkeys(lead, 1), concatenate=True, dtype=np.float64,
-            meta=np.empty((0,) * len(lead), np.float64), token="xentc-denominator",
-            kind=kind, n_classes=w_shape[0], ignore_index=options.ignore_index,
-            logits_dtype=kernel_dtype(h_dtype), lead_ndim=len(lead))
+            _block_denominator,
+            lead,
+            target if kind == "index" else None,
+            lead if kind == "index" else None,
+            cw,
+            None if cw is None else _CLASS,
+            sw,
+            None if sw is None else lead,
+            adjust_chunks=dict.fromkeys(lead, 1),
+            concatenate=True,
+            dtype=np.float64,
+            meta=np.empty((0,) * len(lead), np.float64),
+            token="xentc-denominator",
+            kind=kind,
+            n_classes=w_shape[0],
+            ignore_index=options.ignore_index,
+            logits_dtype=kernel_dtype(h_dtype),
+            lead_ndim=len(lead),
+        )
         denominator = _tree_sum(parts)
-    return da.map_blocks(_mean, loss, denominator, dtype=np.float64, meta=np.float64(0.0),
-                         token="xentc-mean")
+    return da.map_blocks(
+        _mean, loss, denominator, dtype=np.float64, meta=np.float64(0.0), token="xentc-mean"
+    )

@@ -36,15 +36,16 @@ def median_seconds(fn, repeats):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shape", default="8,512,32000",
-                        help="batch,seq,vocab (default %(default)s)")
+    parser.add_argument(
+        "--shape", default="8,512,32000", help="batch,seq,vocab (default %(default)s)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="n_threads for xentc")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     batch, seq, vocab = (int(v) for v in args.shape.split(","))
 
     rng = np.random.default_rng(0)
-    logits = (rng.standard_normal((batch, seq, vocab), dtype=np.float32) * 2.0)
+    logits = rng.standard_normal((batch, seq, vocab), dtype=np.float32) * 2.0
     target = rng.integers(0, vocab, size=(batch, seq))
     print(f"logits {logits.shape} float32 ({logits.nbytes / 2**20:.0f} MiB), target {target.shape}")
     xentc.show_config()
@@ -60,10 +61,13 @@ def main(argv=None):
     out = np.empty_like(logits)
     t_xentc = median_seconds(
         lambda: xentc.cross_entropy_with_grad(logits, target, out=out, n_threads=args.threads),
-        args.repeats)
+        args.repeats,
+    )
     t_numpy = median_seconds(lambda: numpy_loss_and_grad(logits, target), max(1, args.repeats // 2))
-    print(f"loss+grad median: xentc {t_xentc * 1e3:.1f} ms, numpy float64 {t_numpy * 1e3:.1f} ms "
-          f"({t_numpy / t_xentc:.1f}x)")
+    print(
+        f"loss+grad median: xentc {t_xentc * 1e3:.1f} ms, numpy float64 {t_numpy * 1e3:.1f} ms "
+        f"({t_numpy / t_xentc:.1f}x)"
+    )
     ok = loss_err <= 1e-5 and grad_err <= 1e-6
     print("OK" if ok else "MISMATCH")
     return 0 if ok else 1

@@ -47,8 +47,13 @@ import torch
 
 from . import _api
 
-__all__ = ["cross_entropy", "CrossEntropyLoss", "CrossEntropyError", "CrossEntropyIndexError",
-           "CrossEntropyTypeError"]
+__all__ = [
+    "cross_entropy",
+    "CrossEntropyLoss",
+    "CrossEntropyError",
+    "CrossEntropyIndexError",
+    "CrossEntropyTypeError",
+]
 
 _HALF = (torch.float16, torch.bfloat16)
 
@@ -74,8 +79,11 @@ def _torch_type(exc, target, n_classes, ignore_index):
     """xentc's exception re-raised as the matching CrossEntropy*Error (same message)."""
     if isinstance(exc, TypeError):
         return CrossEntropyTypeError(str(exc))
-    if (not target.is_floating_point() and target.numel()
-            and bool(((target != ignore_index) & ((target < 0) | (target >= n_classes))).any())):
+    if (
+        not target.is_floating_point()
+        and target.numel()
+        and bool(((target != ignore_index) & ((target < 0) | (target >= n_classes))).any())
+    ):
         return CrossEntropyIndexError(str(exc))
     return CrossEntropyError(str(exc))
 
@@ -96,8 +104,9 @@ def _numpy_view(t, name):
     try:
         return t.numpy()
     except (TypeError, RuntimeError) as exc:
-        raise CrossEntropyTypeError(f"{name} must be a tensor NumPy can view (float, integer); "
-                                    f"got {t.dtype}: {exc}") from None
+        raise CrossEntropyTypeError(
+            f"{name} must be a tensor NumPy can view (float, integer); got {t.dtype}: {exc}"
+        ) from None
 
 
 def _from_numpy(a, dtype):
@@ -135,9 +144,14 @@ def _kernel_args(input, target, weight):
 
 
 def _options(ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale):
-    return {"ignore_index": ignore_index, "reduction": reduction,
-            "label_smoothing": label_smoothing, "z_loss": z_loss, "softcap": softcap,
-            "logit_scale": logit_scale}
+    return {
+        "ignore_index": ignore_index,
+        "reduction": reduction,
+        "label_smoothing": label_smoothing,
+        "z_loss": z_loss,
+        "softcap": softcap,
+        "logit_scale": logit_scale,
+    }
 
 
 def _n_rows(input):
@@ -151,10 +165,18 @@ def _n_rows(input):
 
 
 @torch.library.custom_op("xentc::cross_entropy", mutates_args=())
-def _xent_op(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-             ignore_index: int, reduction: str, label_smoothing: float, z_loss: float,
-             softcap: float | None, logit_scale: float, inplace_backward: bool
-             ) -> tuple[torch.Tensor, torch.Tensor]:
+def _xent_op(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    logit_scale: float,
+    inplace_backward: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     opts = _options(ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale)
     lead = _lead_shape(input.shape)
     loss_dtype = _loss_dtype(input.dtype)
@@ -168,8 +190,9 @@ def _xent_op(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
         return loss, torch.empty(lead, dtype=torch.float64)
     logits, tgt, w = _kernel_args(input, target, weight)
     try:
-        loss, lse = _api._cross_entropy_lse64(logits, tgt, weight=w, **opts,
-                                              n_threads=torch.get_num_threads())
+        loss, lse = _api._cross_entropy_lse64(
+            logits, tgt, weight=w, **opts, n_threads=torch.get_num_threads()
+        )
     except (ValueError, TypeError) as exc:
         n_classes = input.shape[1 if input.ndim >= 2 else 0]
         raise _torch_type(exc, target, n_classes, ignore_index) from None
@@ -180,12 +203,24 @@ def _xent_op(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | N
 
 
 @_xent_op.register_fake
-def _xent_fake(input, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
-               logit_scale, inplace_backward):
+def _xent_fake(
+    input,
+    target,
+    weight,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    z_loss,
+    softcap,
+    logit_scale,
+    inplace_backward,
+):
     lead = _lead_shape(input.shape)
     loss_shape = lead if reduction == "none" else ()
-    return (input.new_empty(loss_shape, dtype=_loss_dtype(input.dtype)),
-            input.new_empty(lead, dtype=torch.float64))
+    return (
+        input.new_empty(loss_shape, dtype=_loss_dtype(input.dtype)),
+        input.new_empty(lead, dtype=torch.float64),
+    )
 
 
 def _grad_strides(shape):
@@ -202,32 +237,60 @@ def _grad_strides(shape):
 
 
 @torch.library.custom_op("xentc::cross_entropy_backward", mutates_args=())
-def _xent_backward_op(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None,
-                      lse: torch.Tensor, grad_loss: torch.Tensor, ignore_index: int,
-                      reduction: str, label_smoothing: float, z_loss: float,
-                      softcap: float | None, logit_scale: float) -> torch.Tensor:
+def _xent_backward_op(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    lse: torch.Tensor,
+    grad_loss: torch.Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+    z_loss: float,
+    softcap: float | None,
+    logit_scale: float,
+) -> torch.Tensor:
     """d loss / d input times grad_loss, from the forward's float64 lse (first order only)."""
     if input.numel() == 0:
         return torch.empty_strided(input.shape, _grad_strides(input.shape), dtype=input.dtype)
     opts = _options(ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale)
     logits, tgt, w = _kernel_args(input, target, weight)
     go = _numpy_view(grad_loss, "grad_output") if reduction == "none" else float(grad_loss)
-    g = _api._grad_from_lse(logits, tgt, lse.numpy(), weight=w, **opts, grad_output=go,
-                            n_threads=torch.get_num_threads())
+    g = _api._grad_from_lse(
+        logits,
+        tgt,
+        lse.numpy(),
+        weight=w,
+        **opts,
+        grad_output=go,
+        n_threads=torch.get_num_threads(),
+    )
     return _class_last_back(_from_numpy(g, input.dtype), input.ndim)
 
 
 @_xent_backward_op.register_fake
-def _xent_backward_fake(input, target, weight, lse, grad_loss, ignore_index, reduction,
-                        label_smoothing, z_loss, softcap, logit_scale):
-    return torch.empty_strided(input.shape, _grad_strides(input.shape), dtype=input.dtype,
-                               device=input.device)
+def _xent_backward_fake(
+    input,
+    target,
+    weight,
+    lse,
+    grad_loss,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    z_loss,
+    softcap,
+    logit_scale,
+):
+    return torch.empty_strided(
+        input.shape, _grad_strides(input.shape), dtype=input.dtype, device=input.device
+    )
 
 
 def _setup_context(ctx, inputs, output):
     input, target, weight, *scalars = inputs
     ctx.save_for_backward(input, target, weight, output[1])
-    ctx.scalars = scalars[:6]          # ignore_index ... logit_scale, the operators' order
+    ctx.scalars = scalars[:6]  # ignore_index ... logit_scale, the operators' order
     ctx.inplace_backward = scalars[6]
     ctx.mark_non_differentiable(output[1])
 
@@ -249,13 +312,17 @@ def _xent_autograd_backward(ctx, grad_loss, grad_lse):
     none = (None,) * (len(ctx.needs_input_grad) - 2)
     if not (need_input or need_target):
         return (None, None, *none)
-    differentiable = (torch.is_grad_enabled() or need_target
-                      or (not torch.compiler.is_compiling() and _batched(grad_loss)))
+    differentiable = (
+        torch.is_grad_enabled()
+        or need_target
+        or (not torch.compiler.is_compiling() and _batched(grad_loss))
+    )
     if differentiable:
         # create_graph=True, a batched grad_output, or a target gradient: the closed form in torch
         # operations, which autograd can differentiate again and vmap can batch.
-        g_input, g_target = _grads_torch(input, target, weight, grad_loss, *ctx.scalars,
-                                         need_target=need_target)
+        g_input, g_target = _grads_torch(
+            input, target, weight, grad_loss, *ctx.scalars, need_target=need_target
+        )
         return (g_input if need_input else None, g_target, *none)
     if ctx.inplace_backward and not torch.compiler.is_compiling():
         return (_inplace_grad(input, target, weight, lse, grad_loss, ctx.scalars), None, *none)
@@ -274,8 +341,16 @@ def _inplace_grad(input, target, weight, lse, grad_loss, scalars):
     opts = _options(*scalars)
     logits, tgt, w = _kernel_args(input, target, weight)
     go = _numpy_view(grad_loss, "grad_output") if opts["reduction"] == "none" else float(grad_loss)
-    _api._grad_from_lse(logits, tgt, lse.numpy(), weight=w, **opts, grad_output=go,
-                        n_threads=torch.get_num_threads(), out=logits)
+    _api._grad_from_lse(
+        logits,
+        tgt,
+        lse.numpy(),
+        weight=w,
+        **opts,
+        grad_output=go,
+        n_threads=torch.get_num_threads(),
+        out=logits,
+    )
     # The input now holds its gradient. An in-place op on an empty view of it bumps its version
     # counter, so any other op that saved these logits for its own backward raises autograd's
     # "modified by an inplace operation" instead of reading a gradient as logits.
@@ -331,8 +406,9 @@ def _reduce(rows, reduction, denominator):
     return total if reduction == "sum" else total / denominator
 
 
-def _loss_rows_torch(input, target, weight, ignore_index, reduction, label_smoothing, z_loss,
-                     softcap, logit_scale):
+def _loss_rows_torch(
+    input, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale
+):
     """The loss in torch operations (for torch.func transforms): xentc's semantics."""
     _, u, t, w, n_classes, index = _prepare(input, target, weight, softcap, logit_scale)
     eps = label_smoothing
@@ -354,8 +430,19 @@ def _loss_rows_torch(input, target, weight, ignore_index, reduction, label_smoot
     return _reduce(loss, reduction, denominator)
 
 
-def _grads_torch(input, target, weight, grad_loss, ignore_index, reduction, label_smoothing,
-                 z_loss, softcap, logit_scale, need_target=False):
+def _grads_torch(
+    input,
+    target,
+    weight,
+    grad_loss,
+    ignore_index,
+    reduction,
+    label_smoothing,
+    z_loss,
+    softcap,
+    logit_scale,
+    need_target=False,
+):
     """(d loss / d input, d loss / d target or None) times grad_loss, in torch operations
     (differentiable again; see the formulas above). Written to keep the N x C temporaries few
     (softmax, one product, the one-hot part as a scatter_add): this is the double-backward
@@ -417,7 +504,7 @@ def _saved_tensors_of(node):
             continue
         for v in value if isinstance(value, (tuple, list)) else (value,):
             if isinstance(v, torch.Tensor):
-                yield name[len("_saved_"):], v
+                yield name[len("_saved_") :], v
 
 
 def _check_inplace(input):
@@ -432,17 +519,20 @@ def _check_inplace(input):
         kind = "an nn.Parameter" if isinstance(input, torch.nn.Parameter) else "a leaf tensor"
         raise CrossEntropyError(
             f"inplace_backward=True must not get {kind} that requires grad as input: its data "
-            f"would be overwritten by its own gradient{hint}")
+            f"would be overwritten by its own gradient{hint}"
+        )
     base = input._base
     if base is not None and base.requires_grad and base.is_leaf:
         kind = "an nn.Parameter" if isinstance(base, torch.nn.Parameter) else "a leaf tensor"
         raise CrossEntropyError(
             f"inplace_backward=True must not get a view of {kind} that requires grad as input: "
-            f"the leaf's data would be overwritten by the gradient{hint}")
+            f"the leaf's data would be overwritten by the gradient{hint}"
+        )
     if torch._debug_has_internal_overlap(input) == 1:
         raise CrossEntropyError(
             f"inplace_backward=True needs an input whose elements are distinct in memory; got "
-            f"strides {input.stride()} (an expanded tensor){hint}")
+            f"strides {input.stride()} (an expanded tensor){hint}"
+        )
     storage = input.untyped_storage().data_ptr()
     for holder in (input, base):
         node = None if holder is None else holder.grad_fn
@@ -451,7 +541,8 @@ def _check_inplace(input):
                 raise CrossEntropyError(
                     f"inplace_backward=True must not get an input whose storage "
                     f"{type(node).__name__} saved for its own backward (as '{name}'): that "
-                    f"backward would read the gradient instead of its values{hint}")
+                    f"backward would read the gradient instead of its values{hint}"
+                )
 
 
 # ---- the functional and the module ---------------------------------------------------------------
@@ -464,7 +555,8 @@ def _check_tensor(t, name):
         raise CrossEntropyError(
             f"{name} must be on the CPU (xentc's kernels run on the CPU; use "
             f"torch.nn.functional.cross_entropy for {t.device.type} tensors); got device "
-            f"{t.device}")
+            f"{t.device}"
+        )
     if t.layout != torch.strided:
         raise CrossEntropyError(f"{name} must be a dense (strided) tensor; got layout {t.layout}")
     return t
@@ -478,7 +570,8 @@ def _check_target(target, ignore_index):
             # non-negative one is refused rather than silently ignored
             raise CrossEntropyError(
                 f"ignore_index is not supported for floating point target (probabilities); "
-                f"got ignore_index={ignore_index}")
+                f"got ignore_index={ignore_index}"
+            )
     if target.dtype in _HALF:
         # 16-bit probabilities (torch wants the input's dtype): xentc reads float32 or float64
         # targets, and a float32 copy holds every 16-bit value exactly
@@ -486,8 +579,9 @@ def _check_target(target, ignore_index):
     return target
 
 
-def _extras(loss, lse, input, target, weight, reduction, z_loss, ignore_index, return_z_loss,
-            return_lse):
+def _extras(
+    loss, lse, input, target, weight, reduction, z_loss, ignore_index, return_z_loss, return_lse
+):
     """(loss, [z_loss], [lse]) as asked; the extra outputs carry no gradient."""
     out = [loss]
     if not (return_z_loss or return_lse):
@@ -499,8 +593,11 @@ def _extras(loss, lse, input, target, weight, reduction, z_loss, ignore_index, r
             denominator = lse.new_tensor(float(lse.numel()))
         else:
             counted = target != ignore_index
-            wy = (weight.to(lse.dtype)[torch.where(counted, target, 0).long()]
-                  if weight is not None else torch.ones_like(lse))
+            wy = (
+                weight.to(lse.dtype)[torch.where(counted, target, 0).long()]
+                if weight is not None
+                else torch.ones_like(lse)
+            )
             row_w = torch.where(counted, wy, torch.zeros_like(wy))
             denominator = row_w.sum()
         zl = z_loss * row_w * lse * lse
@@ -511,14 +608,23 @@ def _extras(loss, lse, input, target, weight, reduction, z_loss, ignore_index, r
     return tuple(out)
 
 
-def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
-                  size_average: bool | None = None, ignore_index: int = -100,
-                  reduce: bool | None = None, reduction: str = "mean",
-                  label_smoothing: float = 0.0, *, z_loss: float = 0.0,
-                  softcap: float | None = None, logit_scale: float = 1.0,
-                  inplace_backward: bool = False, return_z_loss: bool = False,
-                  return_lse: bool = False,
-                  ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+def cross_entropy(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    inplace_backward: bool = False,
+    return_z_loss: bool = False,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """torch.nn.functional.cross_entropy, computed by xentc's fused CPU kernels.
 
     input: (C,), (N, C) or (N, C, d1, ...), float32, float64, float16 or bfloat16; target:
@@ -535,39 +641,77 @@ def cross_entropy(input: torch.Tensor, target: torch.Tensor, weight: torch.Tenso
     input = _check_tensor(input, "input")
     if input.ndim == 0:
         raise CrossEntropyError(
-            "input must have at least one dimension (the classes); got a 0-d tensor")
+            "input must have at least one dimension (the classes); got a 0-d tensor"
+        )
     target = _check_target(target, ignore_index)
     if weight is not None:
         weight = _check_tensor(weight, "weight")
         if weight.requires_grad:
-            raise CrossEntropyError("weight must not require grad (xentc computes no gradient "
-                                    "for the class weights); detach it")
+            raise CrossEntropyError(
+                "weight must not require grad (xentc computes no gradient "
+                "for the class weights); detach it"
+            )
         if weight.dtype in _HALF:
             weight = weight.float()  # C numbers, exactly; xentc reads floating NumPy dtypes
     compiling = torch.compiler.is_compiling()
-    if not compiling and any(_needs_torch_ops(t) for t in (input, target, weight)
-                             if t is not None):
+    if not compiling and any(_needs_torch_ops(t) for t in (input, target, weight) if t is not None):
         # torch.func's vmap / grad / jacrev / jvp, forward-mode AD: the closed form in torch ops
         if reduction not in ("none", "mean", "sum"):
             raise CrossEntropyError(f"{reduction} is not a valid value for reduction")
-        loss = _loss_rows_torch(input, target, weight, ignore_index, reduction,
-                                float(label_smoothing), float(z_loss), softcap,
-                                float(logit_scale))
+        loss = _loss_rows_torch(
+            input,
+            target,
+            weight,
+            ignore_index,
+            reduction,
+            float(label_smoothing),
+            float(z_loss),
+            softcap,
+            float(logit_scale),
+        )
         if not (return_z_loss or return_lse):
             return loss
         u = _prepare(input, target, weight, softcap, float(logit_scale))[1]
-        return _extras(loss, torch.logsumexp(u, dim=-1), input, target, weight, reduction,
-                       float(z_loss), ignore_index, return_z_loss, return_lse)
+        return _extras(
+            loss,
+            torch.logsumexp(u, dim=-1),
+            input,
+            target,
+            weight,
+            reduction,
+            float(z_loss),
+            ignore_index,
+            return_z_loss,
+            return_lse,
+        )
     if inplace_backward and compiling:
         inplace_backward = False  # torch.compile: the gradient is a fresh tensor (docs/torch.md)
     if inplace_backward:
         _check_inplace(input)
-    loss, lse = _xent_op(input, target, weight, int(ignore_index), str(reduction),
-                         float(label_smoothing), float(z_loss),
-                         None if softcap is None else float(softcap), float(logit_scale),
-                         bool(inplace_backward))
-    return _extras(loss, lse, input, target, weight, reduction, float(z_loss), ignore_index,
-                   return_z_loss, return_lse)
+    loss, lse = _xent_op(
+        input,
+        target,
+        weight,
+        int(ignore_index),
+        str(reduction),
+        float(label_smoothing),
+        float(z_loss),
+        None if softcap is None else float(softcap),
+        float(logit_scale),
+        bool(inplace_backward),
+    )
+    return _extras(
+        loss,
+        lse,
+        input,
+        target,
+        weight,
+        reduction,
+        float(z_loss),
+        ignore_index,
+        return_z_loss,
+        return_lse,
+    )
 
 
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
@@ -575,12 +719,22 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
     (and so the same weight buffer, state_dict and isinstance), plus z_loss, softcap,
     logit_scale, inplace_backward, return_z_loss and return_lse."""
 
-    def __init__(self, weight: torch.Tensor | None = None, size_average: bool | None = None,
-                 ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
-                 label_smoothing: float = 0.0, *, z_loss: float = 0.0,
-                 softcap: float | None = None, logit_scale: float = 1.0,
-                 inplace_backward: bool = False, return_z_loss: bool = False,
-                 return_lse: bool = False) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        size_average: bool | None = None,
+        ignore_index: int = -100,
+        reduce: bool | None = None,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        *,
+        z_loss: float = 0.0,
+        softcap: float | None = None,
+        logit_scale: float = 1.0,
+        inplace_backward: bool = False,
+        return_z_loss: bool = False,
+        return_lse: bool = False,
+    ) -> None:
         super().__init__(weight, size_average, ignore_index, reduce, reduction, label_smoothing)
         self.z_loss = z_loss
         self.softcap = softcap
@@ -591,14 +745,25 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
 
     # With return_z_loss / return_lse it returns a tuple (as Liger's and flash-attn's losses do),
     # where torch's returns a tensor.
-    def forward(self, input: torch.Tensor, target: torch.Tensor,  # type: ignore[override]
-                ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
-                             reduction=self.reduction, label_smoothing=self.label_smoothing,
-                             z_loss=self.z_loss, softcap=self.softcap,
-                             logit_scale=self.logit_scale,
-                             inplace_backward=self.inplace_backward,
-                             return_z_loss=self.return_z_loss, return_lse=self.return_lse)
+    def forward(
+        self,
+        input: torch.Tensor,
+        target: torch.Tensor,  # type: ignore[override]
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        return cross_entropy(
+            input,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            reduction=self.reduction,
+            label_smoothing=self.label_smoothing,
+            z_loss=self.z_loss,
+            softcap=self.softcap,
+            logit_scale=self.logit_scale,
+            inplace_backward=self.inplace_backward,
+            return_z_loss=self.return_z_loss,
+            return_lse=self.return_lse,
+        )
 
     def extra_repr(self):
         extras = [f"reduction={self.reduction!r}"]
