@@ -56,8 +56,8 @@ typedef struct {
     int n_threads;                       /* >= 1 */
 
     /* Logit transform and 16-bit logits (issue 6), kept together. Read only by the load and
-     * store helpers of xc_kernels.inc (load_logits, grad_through_transform, put_grad) and by
-     * xent_short_group's gather and scatter; every pass sees the transformed logits
+     * store helpers of xc_row_ops.inc and xc_row_loss.inc (load_logits, grad_through_transform,
+     * put_grad) and by xent_short_group's gather and scatter; every pass sees the transformed logits
      *   z' = logit_scale z,  then, when softcap > 0,  z'' = softcap tanh(z' / softcap),
      * and the gradient goes back through them: dz''/dz = logit_scale (1 - (z'' / softcap)^2).
      * With 16-bit logits, `logits` and `grad` hold XC_HALF_* elements (steps still count
@@ -67,12 +67,6 @@ typedef struct {
     double logit_scale;                  /* finite */
     double softcap;                      /* > 0, or 0: no cap */
     int logits_half;                     /* XC_HALF_NONE | XC_HALF_F16 | XC_HALF_BF16 */
-
-    /* Backward mode, when set: n_rows log-sum-exps (contiguous), as a forward call wrote them
-     * with lse_out_is_f64. The call then writes the gradient only (grad.data must be set; the
-     * loss outputs are not written), in one pass over the logits with p_j = exp(z_j - lse_in[i]):
-     * no max, no sum. The autograd backward of xentc.torch, after a forward that kept the lse. */
-    const double *lse_in;
 } xc_xent_args;
 
 #define XC_HALF_NONE 0
@@ -81,6 +75,14 @@ typedef struct {
 
 int xc_xent_f32(const xc_xent_args *args);
 int xc_xent_f64(const xc_xent_args *args);
+
+/* Backward mode (xc_backward.inc): the gradient that xc_xent would write for the same args, from
+ * lse_in, n_rows log-sum-exps (contiguous) as a forward call wrote them with lse_out_is_f64. It
+ * writes the gradient only (args->grad.data must be set; loss_out, lse_out and loss_sum_out are
+ * not read), in one pass over the logits with p_j = exp(z_j - lse_in[i]): no max, no sum. The
+ * autograd backward of xentc.torch, after a forward that kept the lse. */
+int xc_xent_backward_f32(const xc_xent_args *args, const double *lse_in);
+int xc_xent_backward_f64(const xc_xent_args *args, const double *lse_in);
 
 /* Vocabulary shards (xc_shard.inc): the classes of each row are split into blocks, and no call
  * ever sees a whole row. One block is n_rows x n_classes logits, classes [class_offset,

@@ -11,6 +11,8 @@
 #define XC_DECLARE_ISA(isa)                                                                   \
     int xc_xent_f32_##isa(const xc_xent_args *);                                              \
     int xc_xent_f64_##isa(const xc_xent_args *);                                              \
+    int xc_xent_backward_f32_##isa(const xc_xent_args *, const double *);                     \
+    int xc_xent_backward_f64_##isa(const xc_xent_args *, const double *);                     \
     int xc_shard_stats_f32_##isa(const xc_shard_args *);                                      \
     int xc_shard_stats_f64_##isa(const xc_shard_args *);                                      \
     int xc_shard_grad_f32_##isa(const xc_shard_args *);                                       \
@@ -26,10 +28,11 @@
 
 #define XC_TABLE(label, isa, supports)                                                        \
     {                                                                                         \
-        label, supports, xc_xent_f32_##isa, xc_xent_f64_##isa, xc_shard_stats_f32_##isa,      \
-            xc_shard_stats_f64_##isa, xc_shard_grad_f32_##isa, xc_shard_grad_f64_##isa,       \
-            xc_lse_rows_f32_##isa, xc_lse_rows_f64_##isa, xc_softmax_rows_f32_##isa,          \
-            xc_softmax_rows_f64_##isa, xc_math_array_f32_##isa, xc_math_array_f64_##isa       \
+        label, supports, xc_xent_f32_##isa, xc_xent_f64_##isa, xc_xent_backward_f32_##isa,    \
+            xc_xent_backward_f64_##isa, xc_shard_stats_f32_##isa, xc_shard_stats_f64_##isa,   \
+            xc_shard_grad_f32_##isa, xc_shard_grad_f64_##isa, xc_lse_rows_f32_##isa,          \
+            xc_lse_rows_f64_##isa, xc_softmax_rows_f32_##isa, xc_softmax_rows_f64_##isa,      \
+            xc_math_array_f32_##isa, xc_math_array_f64_##isa                                  \
     }
 
 static int always(void) { return 1; }
@@ -87,6 +90,14 @@ int xc_use_isa(const char *name)
 
 int xc_xent_f32(const xc_xent_args *args) { return xc_active->xent_f32(args); }
 int xc_xent_f64(const xc_xent_args *args) { return xc_active->xent_f64(args); }
+int xc_xent_backward_f32(const xc_xent_args *args, const double *lse_in)
+{
+    return xc_active->xent_backward_f32(args, lse_in);
+}
+int xc_xent_backward_f64(const xc_xent_args *args, const double *lse_in)
+{
+    return xc_active->xent_backward_f64(args, lse_in);
+}
 int xc_shard_stats_f32(const xc_shard_args *args) { return xc_active->shard_stats_f32(args); }
 int xc_shard_stats_f64(const xc_shard_args *args) { return xc_active->shard_stats_f64(args); }
 int xc_shard_grad_f32(const xc_shard_args *args) { return xc_active->shard_grad_f32(args); }

@@ -1,5 +1,5 @@
 /* xc_dispatch.h: the kernel table. One set of kernels per instruction set is compiled
- * (xc_kernels_{base,avx2,avx512}.c, as setup.py's compiler allows); xc_dispatch.c chooses the
+ * (xc_{f32,f64}_{base,avx2,avx512}.c, as setup.py's compiler allows); xc_dispatch.c chooses the
  * best set this CPU runs, once, when the extension is imported, and the xc_api.h entry points
  * forward to it. */
 #ifndef XC_DISPATCH_H
@@ -12,6 +12,8 @@ typedef struct {
     int (*cpu_supports)(void);
     int (*xent_f32)(const xc_xent_args *);
     int (*xent_f64)(const xc_xent_args *);
+    int (*xent_backward_f32)(const xc_xent_args *, const double *);
+    int (*xent_backward_f64)(const xc_xent_args *, const double *);
     int (*shard_stats_f32)(const xc_shard_args *);
     int (*shard_stats_f64)(const xc_shard_args *);
     int (*shard_grad_f32)(const xc_shard_args *);

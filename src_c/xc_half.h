@@ -1,8 +1,8 @@
 /* xc_half.h: float16 and bfloat16 <-> float32, one value or a row at a time.
  *
- * Included by xc_kernels_isa.h, so compiled at each instruction set's flags: the float32 kernels
+ * Included by xc_kernels.h, so compiled at each instruction set's flags: the float32 kernels
  * load 16-bit logits through these (converting while they gather a row into scratch) and store
- * 16-bit gradients through them (xc_kernels.inc, load_logits and put_grad).
+ * 16-bit gradients through them (xc_row_ops.inc's load_logits, xc_row_loss.inc's put_grad).
  *
  * float16 (IEEE binary16): with F16C (__F16C__: the avx2 and avx512 builds pass -mf16c, and
  * xc_cpu.c requires the CPU bit before choosing them) vcvtph2ps / vcvtps2ph, 8 values at a time;

@@ -1,6 +1,6 @@
 /* xc_math.h: exp for float and double, written so that gcc vectorises the loops that call it.
  *
- * Included by xc_kernels.inc (and so compiled once per instruction set, at that file's flags).
+ * Included by xc_kernels.h (and so compiled once per instruction set, at that ISA's flags).
  * No libm call, no branch, no table: the range reduction and the polynomial are plain arithmetic
  * and the special cases are selects, which the vectoriser turns into blends.
  *
@@ -154,7 +154,7 @@ XC_FORCE_INLINE double xc_exp_nonpos(double x)
  *   log f = 2 atanh(u) = 2u (1 + u^2/3 + u^4/5 + ...),  u = (f - 1) / (f + 1),  |u| <= 0.1716,
  * ten terms of the series in u^2 (the next is below 2e-17 relative). f - 1 is exact; the division
  * rounds once. Like xc_exp, branch-free and table-free so that loops over rows vectorise
- * (xc_kernels.inc, xent_short). Max error 2 ulp (xc_log1p: 4 ulp) over 10^7 arguments spread
+ * (xc_short_rows.inc, short_loss). Max error 2 ulp (xc_log1p: 4 ulp) over 10^7 arguments spread
  * over [2^-20, 2^20] (xc_log1p: [0, 1]) against glibc (tests/test_build.py::test_log_accuracy). */
 XC_FORCE_INLINE double xc_log(double x)
 {
@@ -200,7 +200,7 @@ XC_FORCE_INLINE double xc_log1p(double x)
 }
 
 /* tanh for float and double: the Gemma 2 logit soft-cap, z'' = cap tanh(z' / cap)
- * (xc_kernels.inc, transform_row). Branch-free, as the exp above, so the loops that call it
+ * (xc_row_ops.inc, transform_row). Branch-free, as the exp above, so the loops that call it
  * vectorise; both forms are computed and one is selected:
  *   |x| <  0.55: x + x s P(s), s = x^2: P a near-minimax polynomial of degree 4 (float) or 9
  *                (double), relative error of the fit 1.1e-9 and 2.0e-17 (weighted least squares

@@ -1,4 +1,4 @@
-/* xc_rows.h: dtype-independent helpers for the row loops of xc_kernels.inc.
+/* xc_rows.h: dtype-independent helpers for the row loops of the kernels (xc_kernels.h).
  *
  * How rows are cut into work: the kernels process rows in blocks of xc_block_rows(n_classes) rows.
  * A block is the unit that OpenMP hands to a thread and the unit of the loss reduction (each block's
@@ -90,17 +90,17 @@ XC_INLINE void *xc_scratch_take(const xc_scratch *s, int thread, size_t *offset,
 #define XC_STORED_EXP_MAX_BYTES ((size_t)1 << 20)
 
 /* Gradients at least this large, into memory already touched (a caller's out=), are written
- * with streaming stores (xc_kernels.inc stream_row). Below it the gradient may still sit in L2
+ * with streaming stores (xc_row_ops.inc, stream_row). Below it the gradient may still sit in L2
  * when the caller reads it back, and an ordinary store keeps it there. (4096, 32000) float32 loss+grad, 2 threads, avx512: 0.69 -> 0.47 ns per
  * logit with streaming; (64, 32000), 8 MiB: 0.53 -> 0.44. */
 #define XC_STREAM_MIN_BYTES ((size_t)8 << 20)
 
-/* Logits per block of the online pass (xc_kernels.inc): 2 KiB of float32, so a block is still
+/* Logits per block of the online pass (xc_row_ops.inc): 2 KiB of float32, so a block is still
  * in L1 when its exp terms are taken right after its max. */
 #define XC_ONLINE_BLOCK 512
 
 /* Logits per chunk: the online pass's running max starts afresh at each chunk, so that the
- * chunks of a long row can go to different threads with no change to any bit (xc_kernels.inc,
+ * chunks of a long row can go to different threads with no change to any bit (xc_split_rows.inc,
  * xent_split). 64 blocks: 128 KiB of float32, enough that the restart costs nothing. A row
  * longer than a chunk is also longer than XC_BLOCK_ELEMS, so it is a row block of its own
  * (xent_split's loss sum relies on it). */

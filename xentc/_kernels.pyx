@@ -61,7 +61,6 @@ cdef extern from "xc_api.h" nogil:
         double logit_scale
         double softcap
         int logits_half
-        const double *lse_in
 
     ctypedef struct xc_shard_args:
         xc_xent_args xent
@@ -90,6 +89,8 @@ cdef extern from "xc_api.h" nogil:
     int xc_shard_grad_f64(const xc_shard_args *args)
     int xc_xent_f32(const xc_xent_args *args)
     int xc_xent_f64(const xc_xent_args *args)
+    int xc_xent_backward_f32(const xc_xent_args *args, const double *lse_in)
+    int xc_xent_backward_f64(const xc_xent_args *args, const double *lse_in)
     int xc_lse_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes, float *lse_out,
                         int n_threads)
     int xc_lse_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes, double *lse_out,
@@ -144,8 +145,8 @@ def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64
     """Run the fused kernel; returns the sum of the row losses when want_sum, else None.
     softcap 0 means none; logits_half: 0, or 1 (float16) / 2 (bfloat16) logits and grad, run
     by the float32 kernel (XC_HALF_* in xc_api.h). lse_out may be float64 whatever the logits'
-    dtype; lse_in (float64, n_rows) selects the backward mode: the gradient only, from these
-    log-sum-exps (src_c/xc_api.h)."""
+    dtype; lse_in (float64, n_rows) selects the backward mode, its own kernel
+    (xc_xent_backward_*, src_c/xc_api.h): the gradient only, from these log-sum-exps."""
     cdef xc_xent_args a
     cdef double loss_sum = 0.0
     cdef bint is_f64 = logits.array.dtype.itemsize == 8
@@ -177,9 +178,12 @@ def xent(logits, Py_ssize_t n_rows, Py_ssize_t n_classes, *, target_index, int64
     a.logit_scale = logit_scale
     a.softcap = softcap
     a.logits_half = logits_half
-    a.lse_in = <const double *>data_of(lse_in)
+    cdef const double *lse = <const double *>data_of(lse_in)
     with nogil:
-        status = xc_xent_f64(&a) if is_f64 else xc_xent_f32(&a)
+        if lse != NULL:
+            status = xc_xent_backward_f64(&a, lse) if is_f64 else xc_xent_backward_f32(&a, lse)
+        else:
+            status = xc_xent_f64(&a) if is_f64 else xc_xent_f32(&a)
     check(status)
     return loss_sum if want_sum else None
 

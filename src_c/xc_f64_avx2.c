@@ -1,0 +1,6 @@
+/* xc_f64_avx2.c: the float64 kernels for x86-64 CPUs with AVX2, FMA and F16C (Haswell, Zen 1 and
+ * later), used only when xc_cpu.c finds all three usable. Flags: the baseline's + -mavx2 -mfma
+ * -mf16c. Nothing else differs between the (ISA, dtype) files: xc_kernels.h holds the kernels. */
+#define XC_F64
+#define XC_NAME(op) xc_##op##_f64_avx2
+#include "xc_kernels.h"

@@ -1,0 +1,7 @@
+/* xc_f64_avx512.c: the float64 kernels for x86-64 CPUs with AVX-512 F, DQ, BW and VL (Skylake-SP,
+ * Ice Lake, Zen 4 and later). Flags: the baseline's + -mavx512f -mavx512dq -mavx512bw -mavx512vl
+ * -mfma -mf16c -mprefer-vector-width=512 (gcc's generic tuning would otherwise stay at 256-bit
+ * vectors). Nothing else differs between the (ISA, dtype) files: xc_kernels.h holds the kernels. */
+#define XC_F64
+#define XC_NAME(op) xc_##op##_f64_avx512
+#include "xc_kernels.h"
