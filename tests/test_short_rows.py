@@ -1,5 +1,5 @@
 """The short-row kernel (index targets, C <= 128: rows go one per SIMD lane, in groups of 32
-float32 / 16 float64 rows; src_c/xc_kernels.inc, xent_short_group) against the float64 reference,
+float32 / 16 float64 rows; src_c/xc_short_rows.inc, xent_short_group) against the float64 reference,
 around its class limit and its group size, with every option, and its hand-over of rows with a
 non-finite max to the row kernel."""
 

@@ -371,7 +371,7 @@ def combine_shards(
             merged = _merge_prob(shards, m, mf, eps, floor, z_loss)
             counted = np.ones(n, dtype=bool)
         lse, row_loss, p_coef, exact_class, exact_coef, w_target = merged
-        # rows whose max is not finite: scipy's log-sum-exp, a NaN loss (xc_kernels.inc)
+        # rows whose max is not finite: scipy's log-sum-exp, a NaN loss (src_c/xc_row_loss.inc)
         lse = np.where(finite, lse, np.where(has_nan, np.nan, m))
         if sw is not None:
             counted &= sw != 0
@@ -423,7 +423,8 @@ def _shift(s):
 
 def _merge_index(shards, m, mf, has_nan, eps, floor, zl):
     """Index targets: (lse, unweighted row loss, p_coef, exact_class, exact_coef, w_y) per row.
-    The formulas are xc_kernels.inc's finish_row with the row's sums merged from the shards."""
+    The formulas are src_c/xc_row_loss.inc's finish_row, with the row's sums merged from the
+    shards."""
     n = m.shape[0]
     s_other = np.zeros(n)
     zy = np.full(n, np.nan)
