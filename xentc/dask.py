@@ -776,12 +776,8 @@ def to_npy(x: Any, path: str | os.PathLike, *, compute: bool = True, **store_kwa
     store_kwargs.setdefault("lock", False)
     # NpyFile is a target da.store writes into through __setitem__ (its documented protocol);
     # dask's annotation names arrays only.
-    return da.store(
-        x,
-        NpyFile(path, mode="r+"),
-        compute=compute,  # type: ignore[arg-type]
-        **store_kwargs,
-    )
+    target: Any = NpyFile(path, mode="r+")
+    return da.store(x, target, compute=compute, **store_kwargs)
 
 
 # ---- fused linear + cross-entropy ---------------------------------------------------------------

@@ -745,10 +745,8 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
 
     # With return_z_loss / return_lse it returns a tuple (as Liger's and flash-attn's losses do),
     # where torch's returns a tensor.
-    def forward(
-        self,
-        input: torch.Tensor,
-        target: torch.Tensor,  # type: ignore[override]
+    def forward(  # type: ignore[override]
+        self, input: torch.Tensor, target: torch.Tensor
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         return cross_entropy(
             input,
