@@ -69,11 +69,22 @@ wheel:  ## build the sdist and a wheel into dist/, then repair the wheel into wh
 
 # The documentation (CONTRIBUTING.md, "Documentation"): autodoc imports the installed xentc, so
 # sphinx-build runs from outside the checkout; -W: a warning fails the build.
-.PHONY: lint
-lint:  ## install the lint extra; ruff over the Python, mypy over the package
+.PHONY: lint format
+PY_SOURCES = xentc tests bench tools setup.py
+C_SOURCES = $(wildcard src_c/*.c src_c/*.h src_c/*.inc)
+SCRIPTS = $$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+
+lint:  ## install the lint extra; check ruff (lint, format), clang-format (.clang-format), mypy
 	$(PYTHON) -m pip install ".[lint]"
-	$(PYTHON) -m ruff check xentc tests bench tools setup.py
+	$(PYTHON) -m ruff check $(PY_SOURCES)
+	$(PYTHON) -m ruff format --check $(PY_SOURCES)
+	"$(SCRIPTS)/clang-format" --dry-run --Werror $(C_SOURCES)
 	$(PYTHON) -m mypy
+
+format:  ## rewrite the sources in the house style: ruff format, clang-format
+	$(PYTHON) -m pip install ".[lint]"
+	$(PYTHON) -m ruff format $(PY_SOURCES)
+	"$(SCRIPTS)/clang-format" -i $(C_SOURCES)
 
 .PHONY: docs bench-docs
 docs:  ## install xentc and its docs extra, then build the docs into build/docs (warnings are errors)

@@ -90,8 +90,14 @@ def openmp_flags():
             f.write(OPENMP_PROBE)
         for flags in candidates:
             link = ["-lomp"] if flags[0] == "-Xpreprocessor" else flags
-            cmd = (compiler_command() + compile_env_flags() + flags + [src, "-o", exe] + link +
-                   env_flags("LDFLAGS"))
+            cmd = (
+                compiler_command()
+                + compile_env_flags()
+                + flags
+                + [src, "-o", exe]
+                + link
+                + env_flags("LDFLAGS")
+            )
             try:
                 subprocess.run(cmd, check=True, capture_output=True, timeout=120)
                 out = subprocess.run([exe], check=True, capture_output=True, timeout=60)
@@ -112,8 +118,19 @@ def openmp_flags():
 # it, and xc_cpu.c requires the F16C bit for either set (every AVX2 CPU has it).
 ISA_FLAGS = [
     ("avx2", ["-mavx2", "-mfma", "-mf16c"], ["/arch:AVX2"]),
-    ("avx512", ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mfma", "-mf16c",
-                "-mprefer-vector-width=512"], ["/arch:AVX512"]),
+    (
+        "avx512",
+        [
+            "-mavx512f",
+            "-mavx512dq",
+            "-mavx512bw",
+            "-mavx512vl",
+            "-mfma",
+            "-mf16c",
+            "-mprefer-vector-width=512",
+        ],
+        ["/arch:AVX512"],
+    ),
 ]
 
 
@@ -122,8 +139,12 @@ def compiler_accepts(flags):
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
             f.write("int probe(int x) { return x + 1; }\n")
-        cmd = (compiler_command() + compile_env_flags() + flags +
-               ["-c", src, "-o", os.path.join(tmp, "probe.o")])
+        cmd = (
+            compiler_command()
+            + compile_env_flags()
+            + flags
+            + ["-c", src, "-o", os.path.join(tmp, "probe.o")]
+        )
         try:
             subprocess.run(cmd, check=True, capture_output=True, timeout=120)
         except (OSError, subprocess.SubprocessError):
@@ -202,25 +223,41 @@ def kernel_libraries(omp_compile):
             print(f"xentc: the compiler rejects {' '.join(flags)}: no {name} kernels")
             continue
         cflags = base_flags() + flags + omp_compile
-        libraries.append((f"xc_kernels_{name}", {
-            # one translation unit per dtype (src_c/xc_kernels.h)
-            "sources": [f"src_c/xc_{dtype}_{name}.c" for dtype in ("f32", "f64")],
-            "include_dirs": ["src_c"],
-            "cflags": cflags,
-            "obj_deps": {"": [*headers, flags_stamp(f"xc_kernels_{name}", cflags)]},
-        }))
+        libraries.append(
+            (
+                f"xc_kernels_{name}",
+                {
+                    # one translation unit per dtype (src_c/xc_kernels.h)
+                    "sources": [f"src_c/xc_{dtype}_{name}.c" for dtype in ("f32", "f64")],
+                    "include_dirs": ["src_c"],
+                    "cflags": cflags,
+                    "obj_deps": {"": [*headers, flags_stamp(f"xc_kernels_{name}", cflags)]},
+                },
+            )
+        )
         if name != "base":
             macros.append((f"XC_HAVE_{name.upper()}", "1"))
     return libraries, macros
 
 
 def extension(macros, omp_compile, omp_link):
-    stamp = flags_stamp("extension", base_flags() + omp_compile + omp_link + SANITIZE_LINK +
-                        [f"-D{name}={value}" for name, value in macros])
+    stamp = flags_stamp(
+        "extension",
+        base_flags()
+        + omp_compile
+        + omp_link
+        + SANITIZE_LINK
+        + [f"-D{name}={value}" for name, value in macros],
+    )
     return Extension(
         "xentc._kernels",
-        sources=["xentc/_kernels.pyx", "src_c/xc_dispatch.c", "src_c/xc_cpu.c",
-                 "src_c/xc_bandwidth.c", "src_c/xc_fork.c"],
+        sources=[
+            "xentc/_kernels.pyx",
+            "src_c/xc_dispatch.c",
+            "src_c/xc_cpu.c",
+            "src_c/xc_bandwidth.c",
+            "src_c/xc_fork.c",
+        ],
         include_dirs=["src_c", np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), *macros],
         extra_compile_args=base_flags() + omp_compile,
@@ -233,8 +270,7 @@ def compiler_version(executable):
     """The compiler's own first line about itself: gcc and clang print it for --version on stdout;
     MSVC's cl rejects the option but prints its banner on stderr first."""
     try:
-        out = subprocess.run([executable, "--version"], capture_output=True, text=True,
-                             timeout=60)
+        out = subprocess.run([executable, "--version"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     for stream in (out.stdout, out.stderr):
@@ -274,8 +310,10 @@ def build_record(compiler, distribution, extension_module, omp_compile, omp_link
         "compiler_command": " ".join(command),
         "extension_flags": list(extension_module.extra_compile_args or []),
         "link_flags": list(extension_module.extra_link_args or []),
-        "kernel_flags": {isa_label(name): list(info.get("cflags", []))
-                         for name, info in distribution.libraries or []},
+        "kernel_flags": {
+            isa_label(name): list(info.get("cflags", []))
+            for name, info in distribution.libraries or []
+        },
         "openmp": openmp,
         "openmp_compile_flags": list(omp_compile),
         "openmp_link_flags": list(omp_link),
@@ -312,13 +350,16 @@ class build_ext_with_record(build_ext):
 
     def run(self):
         super().run()
-        record = build_record(self.compiler, self.distribution, self.extensions[0], OMP_COMPILE,
-                              OMP_LINK)
+        record = build_record(
+            self.compiler, self.distribution, self.extensions[0], OMP_COMPILE, OMP_LINK
+        )
         path = self.record_path()
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
-            f.write('"""How this copy of xentc was built: written by setup.py (build_ext), read '
-                    'by xentc.show_config()."""\n\n')
+            f.write(
+                '"""How this copy of xentc was built: written by setup.py (build_ext), read '
+                'by xentc.show_config()."""\n\n'
+            )
             f.write(f"BUILD = {pprint.pformat(record, width=96, sort_dicts=False)}\n")
 
     def get_outputs(self):
@@ -334,5 +375,5 @@ setup(
     ext_modules=cythonize(
         [extension(ISA_MACROS, OMP_COMPILE, OMP_LINK)],
         compiler_directives={"language_level": 3, "boundscheck": False, "wraparound": False},
-    )
+    ),
 )

@@ -15,8 +15,8 @@
  * (leading axes that no single row step describes, e.g. a moved axis of a 3-D view), else at
  * i * row_step; its classes follow every class_step elements. Offsets and steps are in elements. */
 typedef struct {
-    void *data;                          /* element (0, 0) */
-    const int64_t *row_offset;           /* n_rows offsets, or NULL */
+    void *data;                /* element (0, 0) */
+    const int64_t *row_offset; /* n_rows offsets, or NULL */
     int64_t row_step, class_step;
 } xc_matrix;
 
@@ -27,33 +27,33 @@ typedef struct {
     xc_matrix logits;
 
     /* Targets: exactly one of target_index and target_prob.data is set. */
-    const int64_t *target_index;         /* n_rows class indices */
+    const int64_t *target_index; /* n_rows class indices */
     int64_t target_step;
-    int64_t ignore_index;                /* rows whose target equals it do not count */
-    xc_matrix target_prob;               /* probabilities, of dtype float64 or float32 ... */
-    int target_prob_is_f64;              /* ... as this says, whatever the logits' dtype */
+    int64_t ignore_index;   /* rows whose target equals it do not count */
+    xc_matrix target_prob;  /* probabilities, of dtype float64 or float32 ... */
+    int target_prob_is_f64; /* ... as this says, whatever the logits' dtype */
 
-    const void *class_weight;            /* n_classes, contiguous, logits' dtype */
-    const double *sample_weight;         /* n_rows; rows with weight 0 do not count */
+    const void *class_weight;    /* n_classes, contiguous, logits' dtype */
+    const double *sample_weight; /* n_rows; rows with weight 0 do not count */
     int64_t sample_weight_step;
-    double label_smoothing;              /* in [0, 1] */
-    double z_loss;                       /* >= 0 */
+    double label_smoothing; /* in [0, 1] */
+    double z_loss;          /* >= 0 */
 
     /* Gradient of sum_i grad_scale * row_grad_scale[i] * loss_i, written when grad.data is set.
      * grad may be the logits themselves (same data, steps and offsets: in place). */
     xc_matrix grad;
-    int grad_fresh;                      /* grad was just allocated: its pages are not yet touched */
+    int grad_fresh; /* grad was just allocated: its pages are not yet touched */
     double grad_scale;
     const double *row_grad_scale;
     int64_t row_grad_scale_step;
 
     /* Outputs, each optional. */
-    void *loss_out;                      /* n_rows, contiguous: each row's loss */
-    void *lse_out;                       /* n_rows, contiguous: each row's log-sum-exp, in the */
-    int lse_out_is_f64;                  /* logits' dtype, or float64 when this is set */
-    double *loss_sum_out;                /* sum of the row losses, in an order fixed by the shape */
+    void *loss_out;       /* n_rows, contiguous: each row's loss */
+    void *lse_out;        /* n_rows, contiguous: each row's log-sum-exp, in the */
+    int lse_out_is_f64;   /* logits' dtype, or float64 when this is set */
+    double *loss_sum_out; /* sum of the row losses, in an order fixed by the shape */
 
-    int n_threads;                       /* >= 1 */
+    int n_threads; /* >= 1 */
 
     /* Logit transform and 16-bit logits (issue 6), kept together. Read only by the load and
      * store helpers of xc_row_ops.inc and xc_row_loss.inc (load_logits, grad_through_transform,
@@ -63,14 +63,14 @@ typedef struct {
      * With 16-bit logits, `logits` and `grad` hold XC_HALF_* elements (steps still count
      * elements), the f32 kernels run on them converted while loading, and loss_out, lse_out and
      * class_weight stay float32. The f64 kernels never get 16-bit logits. */
-    int transform;                       /* 0: z'' = z, logit_scale and softcap unread */
-    double logit_scale;                  /* finite */
-    double softcap;                      /* > 0, or 0: no cap */
-    int logits_half;                     /* XC_HALF_NONE | XC_HALF_F16 | XC_HALF_BF16 */
+    int transform;      /* 0: z'' = z, logit_scale and softcap unread */
+    double logit_scale; /* finite */
+    double softcap;     /* > 0, or 0: no cap */
+    int logits_half;    /* XC_HALF_NONE | XC_HALF_F16 | XC_HALF_BF16 */
 } xc_xent_args;
 
 #define XC_HALF_NONE 0
-#define XC_HALF_F16 1  /* IEEE binary16 (numpy.float16) */
+#define XC_HALF_F16  1 /* IEEE binary16 (numpy.float16) */
 #define XC_HALF_BF16 2 /* bfloat16 (ml_dtypes.bfloat16): the top 16 bits of a float32 */
 
 int xc_xent_f32(const xc_xent_args *args);
@@ -135,10 +135,10 @@ int xc_lse_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes, float
                     int n_threads);
 int xc_lse_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes, double *lse_out,
                     int n_threads);
-int xc_softmax_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
-                        const xc_matrix *out, int log_softmax, int n_threads);
-int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
-                        const xc_matrix *out, int log_softmax, int n_threads);
+int xc_softmax_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes, const xc_matrix *out,
+                        int log_softmax, int n_threads);
+int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes, const xc_matrix *out,
+                        int log_softmax, int n_threads);
 
 /* A function of xc_math.h element-wise over contiguous arrays, at the active instruction set: a
  * test hook for their accuracy. fn: XC_MATH_EXP (the kernels' exp for the dtype), XC_MATH_LOG
@@ -146,11 +146,11 @@ int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
  * XC_MATH_TANH (the dtype's tanh), XC_MATH_F16_ROUND or XC_MATH_BF16_ROUND (xc_half.h: x
  * rounded to float16 or bfloat16 and back, as the kernels store and load 16-bit values; the
  * float64 version goes through float32 first). */
-#define XC_MATH_EXP 0
-#define XC_MATH_LOG 1
-#define XC_MATH_LOG1P 2
-#define XC_MATH_TANH 3
-#define XC_MATH_F16_ROUND 4
+#define XC_MATH_EXP        0
+#define XC_MATH_LOG        1
+#define XC_MATH_LOG1P      2
+#define XC_MATH_TANH       3
+#define XC_MATH_F16_ROUND  4
 #define XC_MATH_BF16_ROUND 5
 void xc_math_array_f32(int fn, const float *x, float *out, int64_t n);
 void xc_math_array_f64(int fn, const double *x, double *out, int64_t n);

@@ -14,12 +14,12 @@
  * xc_exp_core out of line in xent_short's lane loop), and a loop left out of line keeps its
  * flags as run-time tests (sum_exp_body: 7x the instructions). */
 #if defined(_MSC_VER) && !defined(__clang__)
-#define XC_RESTRICT __restrict
-#define XC_INLINE static __inline
+#define XC_RESTRICT     __restrict
+#define XC_INLINE       static __inline
 #define XC_FORCE_INLINE static __forceinline
 #else
-#define XC_RESTRICT __restrict__
-#define XC_INLINE static inline
+#define XC_RESTRICT     __restrict__
+#define XC_INLINE       static inline
 #define XC_FORCE_INLINE static inline __attribute__((always_inline))
 #endif
 
@@ -44,7 +44,7 @@ static inline int omp_get_max_threads(void) { return 1; }
 #endif
 
 /* Status codes returned by every exported kernel (xc_api.h). */
-#define XC_OK 0
+#define XC_OK     0
 #define XC_ENOMEM 1
 
 #endif /* XC_CONFIG_H */

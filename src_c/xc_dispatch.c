@@ -8,32 +8,41 @@
 
 #include "xc_cpu.h"
 
-#define XC_DECLARE_ISA(isa)                                                                   \
-    int xc_xent_f32_##isa(const xc_xent_args *);                                              \
-    int xc_xent_f64_##isa(const xc_xent_args *);                                              \
-    int xc_xent_backward_f32_##isa(const xc_xent_args *, const double *);                     \
-    int xc_xent_backward_f64_##isa(const xc_xent_args *, const double *);                     \
-    int xc_shard_stats_f32_##isa(const xc_shard_args *);                                      \
-    int xc_shard_stats_f64_##isa(const xc_shard_args *);                                      \
-    int xc_shard_grad_f32_##isa(const xc_shard_args *);                                       \
-    int xc_shard_grad_f64_##isa(const xc_shard_args *);                                       \
-    int xc_lse_rows_f32_##isa(const xc_matrix *, int64_t, int64_t, float *, int);             \
-    int xc_lse_rows_f64_##isa(const xc_matrix *, int64_t, int64_t, double *, int);            \
-    int xc_softmax_rows_f32_##isa(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int, \
-                                  int);                                                       \
-    int xc_softmax_rows_f64_##isa(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int, \
-                                  int);                                                       \
-    void xc_math_array_f32_##isa(int, const float *, float *, int64_t);                       \
+#define XC_DECLARE_ISA(isa)                                                                        \
+    int xc_xent_f32_##isa(const xc_xent_args *);                                                   \
+    int xc_xent_f64_##isa(const xc_xent_args *);                                                   \
+    int xc_xent_backward_f32_##isa(const xc_xent_args *, const double *);                          \
+    int xc_xent_backward_f64_##isa(const xc_xent_args *, const double *);                          \
+    int xc_shard_stats_f32_##isa(const xc_shard_args *);                                           \
+    int xc_shard_stats_f64_##isa(const xc_shard_args *);                                           \
+    int xc_shard_grad_f32_##isa(const xc_shard_args *);                                            \
+    int xc_shard_grad_f64_##isa(const xc_shard_args *);                                            \
+    int xc_lse_rows_f32_##isa(const xc_matrix *, int64_t, int64_t, float *, int);                  \
+    int xc_lse_rows_f64_##isa(const xc_matrix *, int64_t, int64_t, double *, int);                 \
+    int xc_softmax_rows_f32_##isa(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int,     \
+                                  int);                                                            \
+    int xc_softmax_rows_f64_##isa(const xc_matrix *, int64_t, int64_t, const xc_matrix *, int,     \
+                                  int);                                                            \
+    void xc_math_array_f32_##isa(int, const float *, float *, int64_t);                            \
     void xc_math_array_f64_##isa(int, const double *, double *, int64_t);
 
-#define XC_TABLE(label, isa, supports)                                                        \
-    {                                                                                         \
-        label, supports, xc_xent_f32_##isa, xc_xent_f64_##isa, xc_xent_backward_f32_##isa,    \
-            xc_xent_backward_f64_##isa, xc_shard_stats_f32_##isa, xc_shard_stats_f64_##isa,   \
-            xc_shard_grad_f32_##isa, xc_shard_grad_f64_##isa, xc_lse_rows_f32_##isa,          \
-            xc_lse_rows_f64_##isa, xc_softmax_rows_f32_##isa, xc_softmax_rows_f64_##isa,      \
-            xc_math_array_f32_##isa, xc_math_array_f64_##isa                                  \
-    }
+#define XC_TABLE(label, isa, supports)                                                             \
+    {label,                                                                                        \
+     supports,                                                                                     \
+     xc_xent_f32_##isa,                                                                            \
+     xc_xent_f64_##isa,                                                                            \
+     xc_xent_backward_f32_##isa,                                                                   \
+     xc_xent_backward_f64_##isa,                                                                   \
+     xc_shard_stats_f32_##isa,                                                                     \
+     xc_shard_stats_f64_##isa,                                                                     \
+     xc_shard_grad_f32_##isa,                                                                      \
+     xc_shard_grad_f64_##isa,                                                                      \
+     xc_lse_rows_f32_##isa,                                                                        \
+     xc_lse_rows_f64_##isa,                                                                        \
+     xc_softmax_rows_f32_##isa,                                                                    \
+     xc_softmax_rows_f64_##isa,                                                                    \
+     xc_math_array_f32_##isa,                                                                      \
+     xc_math_array_f64_##isa}
 
 static int always(void) { return 1; }
 
@@ -115,14 +124,14 @@ int xc_lse_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes, doubl
     return xc_active->lse_rows_f64(x, n_rows, n_classes, lse_out, n_threads);
 }
 
-int xc_softmax_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
-                        const xc_matrix *out, int log_softmax, int n_threads)
+int xc_softmax_rows_f32(const xc_matrix *x, int64_t n_rows, int64_t n_classes, const xc_matrix *out,
+                        int log_softmax, int n_threads)
 {
     return xc_active->softmax_rows_f32(x, n_rows, n_classes, out, log_softmax, n_threads);
 }
 
-int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes,
-                        const xc_matrix *out, int log_softmax, int n_threads)
+int xc_softmax_rows_f64(const xc_matrix *x, int64_t n_rows, int64_t n_classes, const xc_matrix *out,
+                        int log_softmax, int n_threads)
 {
     return xc_active->softmax_rows_f64(x, n_rows, n_classes, out, log_softmax, n_threads);
 }

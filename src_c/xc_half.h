@@ -50,7 +50,7 @@ XC_INLINE float xc_f16_to_f32_soft(uint16_t h)
     const uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
     const uint32_t expo = h & 0x7C00u, mant = h & 0x3FFu;
     const uint32_t body = (uint32_t)(h & 0x7FFFu) << 13; /* exponent and mantissa, float places */
-    const uint32_t normal = body + 0x38000000u;           /* exponent bias 15 -> 127 */
+    const uint32_t normal = body + 0x38000000u;          /* exponent bias 15 -> 127 */
     /* inf, NaN: exponent all ones; a NaN gets its quiet bit, as vcvtph2ps sets it */
     const uint32_t special = (body + 0x70000000u) | (mant ? 0x00400000u : 0u);
     /* zero, subnormal: 2^-14 (1 + mant / 2^10) - 2^-14 = mant 2^-24, exact */
@@ -68,21 +68,18 @@ XC_INLINE uint16_t xc_f32_to_f16_soft(float f)
     const uint32_t normal = (a + 0xFFFu + ((a >> 13) & 1u) - 0x38000000u) >> 13;
     /* below 2^-14: m = |f| 2^24 (exact) rounded to an integer, to nearest even, by adding 2^23:
      * the sum's low bits are m (m = 1024 is the smallest normal's bits) */
-    const uint32_t subnormal = xc_f32_bits(xc_f32_from_bits(a) * 16777216.0f + 8388608.0f) -
-        0x4B000000u;
+    const uint32_t subnormal =
+        xc_f32_bits(xc_f32_from_bits(a) * 16777216.0f + 8388608.0f) - 0x4B000000u;
     const uint32_t nan = 0x7E00u | ((a >> 13) & 0x1FFu); /* quiet, the payload's top bits kept */
     /* >= 65520 = 65504 + half an ulp: the tie goes to even, which is inf */
-    const uint32_t h = a > 0x7F800000u ? nan
-        : a >= 0x477FF000u             ? 0x7C00u
-        : a >= 0x38800000u             ? normal
-                                       : subnormal;
+    const uint32_t h = a > 0x7F800000u    ? nan
+                       : a >= 0x477FF000u ? 0x7C00u
+                       : a >= 0x38800000u ? normal
+                                          : subnormal;
     return (uint16_t)(sign | h);
 }
 
-XC_INLINE float xc_bf16_to_f32(uint16_t h)
-{
-    return xc_f32_from_bits((uint32_t)h << 16);
-}
+XC_INLINE float xc_bf16_to_f32(uint16_t h) { return xc_f32_from_bits((uint32_t)h << 16); }
 
 XC_INLINE uint16_t xc_f32_to_bf16(float f)
 {
@@ -120,8 +117,8 @@ XC_INLINE void xc_half_row_to_f32(int kind, const uint16_t *src, int64_t step, i
         dst[j] = XC_F16_TO_F32(src[j * step]);
 }
 
-XC_INLINE void xc_f32_row_to_half(int kind, const float *XC_RESTRICT src, int64_t n,
-                                  uint16_t *dst, int64_t step)
+XC_INLINE void xc_f32_row_to_half(int kind, const float *XC_RESTRICT src, int64_t n, uint16_t *dst,
+                                  int64_t step)
 {
     int64_t j = 0;
     if (kind == XC_HALF_BF16) {

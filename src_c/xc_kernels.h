@@ -34,15 +34,15 @@
 #include "xc_rows.h"
 
 #if defined(XC_F32) && !defined(XC_F64)
-#define XC_REAL float
-#define XC_EXP xc_expf               /* the vectorisable exp of xc_math.h for XC_REAL, and */
+#define XC_REAL       float
+#define XC_EXP        xc_expf        /* the vectorisable exp of xc_math.h for XC_REAL, and */
 #define XC_EXP_NONPOS xc_expf_nonpos /* its shorter twin for arguments <= 0 */
-#define XC_TANH xc_tanhf             /* the vectorisable tanh (the soft-cap) */
+#define XC_TANH       xc_tanhf       /* the vectorisable tanh (the soft-cap) */
 #elif defined(XC_F64) && !defined(XC_F32)
-#define XC_REAL double
-#define XC_EXP xc_exp
+#define XC_REAL       double
+#define XC_EXP        xc_exp
 #define XC_EXP_NONPOS xc_exp_nonpos
-#define XC_TANH xc_tanh
+#define XC_TANH       xc_tanh
 #else
 #error "define exactly one of XC_F32 and XC_F64 before including xc_kernels.h"
 #endif

@@ -34,8 +34,8 @@
 /* Rounding to the nearest integer by adding 1.5 * 2^23 (2^52): the sum's low mantissa bits are
  * then n itself, so the bits give 2^n without a float->int conversion. The shifters also carry
  * the exponent bias, 127 (1023): t's low bits are n + 127 and one shift makes them 2^n. */
-#define XC_F32_SHIFTER 12583039.0f            /* 0x1.8p23 + 127 */
-#define XC_F64_SHIFTER 6755399441056767.0     /* 0x1.8p52 + 1023 */
+#define XC_F32_SHIFTER 12583039.0f        /* 0x1.8p23 + 127 */
+#define XC_F64_SHIFTER 6755399441056767.0 /* 0x1.8p52 + 1023 */
 
 /* 2^n exp(r) for x already clamped to [lo, hi] (NaN passes through as NaN), computed as
  * 2^n + 2^n (exp(r) - 1): the final FMA rounds once, and the small term carries the
@@ -55,8 +55,8 @@ XC_FORCE_INLINE float xc_expf_core(float x)
 {
     const float t = x * 1.44269504f + XC_F32_SHIFTER;
     const float n = t - XC_F32_SHIFTER;
-    float r = x - n * 0.693145752f;          /* LN2_HI: 0x1.62e4p-1, 16 significant bits */
-    r = r - n * 1.42860677e-06f;             /* LN2_LO: ln 2 - LN2_HI */
+    float r = x - n * 0.693145752f; /* LN2_HI: 0x1.62e4p-1, 16 significant bits */
+    r = r - n * 1.42860677e-06f;    /* LN2_LO: ln 2 - LN2_HI */
     float q = 0.0013821352f;
     q = q * r + 0.00836867001f;
     q = q * r + 0.0416682586f;
@@ -80,8 +80,8 @@ XC_FORCE_INLINE double xc_exp_core(double x)
 {
     double t = x * 1.4426950408889634 + XC_F64_SHIFTER;
     double n = t - XC_F64_SHIFTER;
-    double r = x - n * 0.6931471803691238;   /* LN2_HI: 0x1.62e42fee00000p-1 */
-    r = r - n * 1.9082149292705877e-10;      /* LN2_LO */
+    double r = x - n * 0.6931471803691238; /* LN2_HI: 0x1.62e42fee00000p-1 */
+    r = r - n * 1.9082149292705877e-10;    /* LN2_LO */
     /* exp(r) - 1 = r + r^2 q(r), q = sum_{k=2..13} r^(k-2) / k! by Estrin's scheme (a dependency
      * chain 5 operations deep where Horner's would be 12), and 2^n + 2^n (exp(r) - 1) in one FMA
      * as in xc_expf_core, where 1 + r apart and a separate multiply by 2^n took two operations
@@ -104,10 +104,10 @@ XC_FORCE_INLINE double xc_exp_core(double x)
     return p * scale + scale;
 }
 
-#define XC_F32_LO -87.33654f          /* exp(lo) ~ FLT_MIN: below it, +0 */
-#define XC_F32_HI 88.37626f           /* just below 127.5 ln 2 (x log2(e) = 127.49999): n <= 127 */
-#define XC_F64_LO -708.3964185322641  /* exp(lo) ~ DBL_MIN */
-#define XC_F64_HI 709.4361393031      /* 1023.5 ln 2 */
+#define XC_F32_LO -87.33654f         /* exp(lo) ~ FLT_MIN: below it, +0 */
+#define XC_F32_HI 88.37626f          /* just below 127.5 ln 2 (x log2(e) = 127.49999): n <= 127 */
+#define XC_F64_LO -708.3964185322641 /* exp(lo) ~ DBL_MIN */
+#define XC_F64_HI 709.4361393031     /* 1023.5 ln 2 */
 
 /* exp over the whole documented domain (the clamps compare false for NaN and keep it). */
 XC_FORCE_INLINE float xc_expf(float x)
@@ -185,7 +185,8 @@ XC_FORCE_INLINE double xc_log(double x)
     q = 1.0 / 5.0 + u2 * q;
     q = 1.0 / 3.0 + u2 * q;
     /* k ln 2 with ln 2 split in a high part with trailing zero bits (k * LN2_HI exact) */
-    const double r = kd * 0.6931471803691238 + (2.0 * u + (2.0 * u * u2 * q + kd * 1.9082149292705877e-10));
+    const double r =
+        kd * 0.6931471803691238 + (2.0 * u + (2.0 * u * u2 * q + kd * 1.9082149292705877e-10));
     return x == x ? r : x; /* NaN stays NaN (its bits would otherwise make a finite f) */
 }
 
@@ -221,9 +222,9 @@ XC_FORCE_INLINE float xc_tanhf(float x)
 {
     const float a = fabsf(x), s = a * a;
     const float p = -0.333333179713575498f +
-        s * (0.133325979935555808f +
-             s * (-0.0538534178296238973f + s * (0.0210758486854157543f +
-                                                 s * -0.00627971655581263174f)));
+                    s * (0.133325979935555808f +
+                         s * (-0.0538534178296238973f +
+                              s * (0.0210758486854157543f + s * -0.00627971655581263174f)));
     const float small = a + a * (s * p);
     const float u = xc_expf_nonpos(-2.0f * a);
     const float large = (1.0f - u) / (1.0f + u);

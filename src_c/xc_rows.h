@@ -14,11 +14,11 @@
 #include "xc_api.h"
 #include "xc_config.h"
 
-#define XC_BLOCK_ELEMS 32768
+#define XC_BLOCK_ELEMS    32768
 #define XC_MAX_BLOCK_ROWS 1024
 /* Below this many logits the OpenMP fork/join costs more than it saves: run on the calling thread. */
 #define XC_PARALLEL_MIN_ELEMS 32768
-#define XC_ALIGN 64
+#define XC_ALIGN              64
 
 XC_INLINE int64_t xc_block_rows(int64_t n_classes)
 {
