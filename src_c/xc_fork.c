@@ -17,8 +17,10 @@
  * What xentc does, as OpenBLAS does: a prepare handler releases the forking thread's pool with
  * OpenMP 5.0's omp_pause_resource_all(omp_pause_soft) (libgomp: the pool threads leave and the
  * thread forgets the pool). The child then builds a fresh pool at its first threaded call and keeps
- * every thread it asks for, and so does the parent at its next one: one pool start in each
- * (about 0.05-0.5 ms on a quiet 2-core machine; python tools/fork_timing.py measures it). Only the
+ * every thread it asks for, and so does the parent at its next one: one pool start in each. On a
+ * quiet 2-core AMD EPYC (python tools/fork_timing.py, --rows 64 --classes 1000) the parent's next
+ * call took 0.6-0.7 ms instead of 0.1-0.25, the child's first 1-16 ms (its pool start and its first
+ * writes to memory shared copy-on-write with the parent), and every later call as before. Only the
  * forking thread needs it: the child has no other thread, and pools of the parent's other threads
  * stay as they are. A fork from inside a parallel region (impossible through xentc, whose kernels
  * call no user code) is refused by the runtime and left as it is. */
