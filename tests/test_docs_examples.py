@@ -115,6 +115,7 @@ DOCSTRING_MODULES = {
     "xentc._shards": None,
     "xentc.dask": "dask",
     "xentc.bench": None,
+    "xentc.torch": "torch",
 }
 
 

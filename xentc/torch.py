@@ -625,16 +625,77 @@ def cross_entropy(
     return_z_loss: bool = False,
     return_lse: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-    """torch.nn.functional.cross_entropy, computed by xentc's fused CPU kernels.
+    """`torch.nn.functional.cross_entropy`, computed by xentc's fused CPU kernels.
 
-    input: (C,), (N, C) or (N, C, d1, ...), float32, float64, float16 or bfloat16; target:
-    class indices of shape (), (N) or (N, d1, ...), or class probabilities of input's shape
-    (which may require grad). weight, ignore_index, reduction, label_smoothing and the legacy
-    size_average / reduce: as torch. Extras: z_loss (adds z_loss * lse**2 per counted row),
-    softcap and logit_scale (the loss of softcap * tanh(logit_scale * input / softcap)),
-    inplace_backward (the backward writes the gradient over input's storage and returns it).
-    return_z_loss / return_lse: also return the z-loss term (reduced as the loss) and each row's
-    log-sum-exp (shape of the 'none' loss), without gradient: (loss, z_loss, lse), the ones asked.
+    A drop-in: the same signature, layout (classes on dim 1) and semantics as torch's, composing
+    with autograd to any order, `torch.func` and `torch.compile` (the loss is the registered
+    operator ``xentc::cross_entropy``). docs/torch.md has the details and the differences.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        ``(C,)``, ``(N, C)`` or ``(N, C, d1, ...)``; float32, float64, float16 or bfloat16; on
+        the CPU, any strides.
+    target : torch.Tensor
+        Class indices of shape ``()``, ``(N,)`` or ``(N, d1, ...)`` (any integer dtype), or
+        class probabilities of `input`'s shape (floating; they may require grad).
+    weight : torch.Tensor, optional
+        Per-class weights, shape ``(C,)``, as torch's (not differentiated: one that requires
+        grad is an error).
+    size_average, reduce : bool, optional
+        torch's legacy reduction arguments.
+    ignore_index : int, default -100
+        The index target of positions that do not count.
+    reduction : {'mean', 'sum', 'none'}, default 'mean'
+        As torch's.
+    label_smoothing : float, default 0.0
+        In [0, 1], as torch's.
+    z_loss : float, default 0.0
+        Adds ``z_loss * lse**2`` per counted position (PaLM's z-loss).
+    softcap : float, optional
+        The loss is that of ``softcap * tanh(logit_scale * input / softcap)``.
+    logit_scale : float, default 1.0
+        Multiplies the logits before the softcap.
+    inplace_backward : bool, default False
+        The backward writes the gradient over `input`'s storage and returns it as its gradient
+        (refused, before anything is written, for a leaf that requires grad, a view of one, or
+        logits another node saved for its backward).
+    return_z_loss, return_lse : bool, default False
+        Also return the z-loss term (reduced as the loss) and each position's log-sum-exp (the
+        shape of the ``'none'`` loss), without gradient.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        A 0-d tensor for ``'mean'`` / ``'sum'``, the per-position losses for ``'none'``
+        (float32 for 16-bit input). With `return_z_loss` / `return_lse`: ``(loss, z_loss,
+        lse)``, the ones asked for, in that order.
+
+    Raises
+    ------
+    CrossEntropyError
+        A ValueError that is also the RuntimeError torch raises: shapes that do not fit, an
+        option out of range, probability targets with a non-default `ignore_index`, a refused
+        `inplace_backward`, a tensor on another device.
+    CrossEntropyIndexError
+        A class index outside ``[0, C)`` that is not `ignore_index` (torch's IndexError).
+    CrossEntropyTypeError
+        A dtype the loss cannot take (a TypeError that is also torch's RuntimeError).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import torch.nn.functional as F
+    >>> from xentc.torch import cross_entropy
+    >>> logits = torch.tensor([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], requires_grad=True)
+    >>> target = torch.tensor([0, 1])
+    >>> loss = cross_entropy(logits, target, label_smoothing=0.1)
+    >>> loss.backward()
+    >>> bool(torch.isclose(loss, F.cross_entropy(logits, target, label_smoothing=0.1)))
+    True
+    >>> loss, z = cross_entropy(logits, target, z_loss=1e-4, return_z_loss=True)
+    >>> tuple(z.shape)
+    ()
     """
     if size_average is not None or reduce is not None:
         reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
@@ -715,9 +776,34 @@ def cross_entropy(
 
 
 class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
-    """torch.nn.CrossEntropyLoss computed by xentc.torch.cross_entropy: the same constructor
-    (and so the same weight buffer, state_dict and isinstance), plus z_loss, softcap,
-    logit_scale, inplace_backward, return_z_loss and return_lse."""
+    """`torch.nn.CrossEntropyLoss` computed by `xentc.torch.cross_entropy`.
+
+    The same constructor (and so the same ``weight`` buffer, ``state_dict`` and ``isinstance``)
+    as torch's, plus xentc's keyword options.
+
+    Parameters
+    ----------
+    weight, size_average, ignore_index, reduce, reduction, label_smoothing
+        As `torch.nn.CrossEntropyLoss`.
+    z_loss, softcap, logit_scale, inplace_backward, return_z_loss, return_lse
+        As `cross_entropy`.
+
+    Attributes
+    ----------
+    z_loss, softcap, logit_scale, inplace_backward, return_z_loss, return_lse
+        The options each call passes to `cross_entropy`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from xentc.torch import CrossEntropyLoss
+    >>> criterion = CrossEntropyLoss(ignore_index=-100, label_smoothing=0.1)
+    >>> isinstance(criterion, torch.nn.CrossEntropyLoss)
+    True
+    >>> loss = criterion(torch.randn(8, 5), torch.tensor([0, 1, 2, 3, 4, -100, 1, 2]))
+    >>> loss.shape
+    torch.Size([])
+    """
 
     def __init__(
         self,
