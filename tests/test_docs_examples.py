@@ -116,6 +116,7 @@ DOCSTRING_MODULES = {
     "xentc.dask": "dask",
     "xentc.bench": None,
     "xentc.torch": "torch",
+    "xentc._torch_linear": "torch",
 }
 
 

@@ -50,6 +50,7 @@ from . import _api
 __all__ = [
     "cross_entropy",
     "CrossEntropyLoss",
+    "linear_cross_entropy",
     "CrossEntropyError",
     "CrossEntropyIndexError",
     "CrossEntropyTypeError",
@@ -861,3 +862,7 @@ class CrossEntropyLoss(torch.nn.CrossEntropyLoss):
             if getattr(self, flag):
                 extras.append(f"{flag}=True")
         return ", ".join(extras)
+
+
+# The fused linear + cross-entropy (xentc/_torch_linear.py), which uses the helpers above.
+from ._torch_linear import linear_cross_entropy  # noqa: E402
