@@ -10,6 +10,7 @@ thread counts) and against a float64 NumPy loss.
 """
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -65,16 +66,23 @@ def run_program(tmp_path):
 
 def run_script(path, body):
     path.write_text(PRELUDE + textwrap.dedent(body))
-    try:
-        done = subprocess.run(
-            [sys.executable, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            cwd=path.parent,
-        )
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"hung for {TIMEOUT_S} s; output so far: {exc.stdout!r} {exc.stderr!r}")
+    # A session of its own: on a timeout the whole process group goes, the hung forked children
+    # included (killing the program alone would leave them waiting forever).
+    with subprocess.Popen(
+        [sys.executable, str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=path.parent,
+        start_new_session=True,
+    ) as program:
+        try:
+            stdout, stderr = program.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(program.pid, signal.SIGKILL)
+            stdout, stderr = program.communicate()
+            pytest.fail(f"hung for {TIMEOUT_S} s; output so far: {stdout!r} {stderr!r}")
+    done = subprocess.CompletedProcess(program.args, program.returncode, stdout, stderr)
     assert done.returncode == 0 and done.stdout.strip().endswith("OK"), (
         f"exit {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     )
