@@ -599,7 +599,8 @@ def make_out(case, arr, native, target, kw):
             case.bad("out=logits byte-swapped")
         elif not arr.flags.aligned:
             case.bad("out=logits misaligned")
-        elif any(s == 0 and n > 1 for s, n in zip(arr.strides, arr.shape)):
+        elif arr.size and any(s == 0 and n > 1 for s, n in zip(arr.strides, arr.shape)):
+            # (an empty array repeats nothing, whatever its strides: spec, "Since v1")
             case.bad("out=logits with repeated elements")
         case.out_view = arr
         return arr
@@ -626,7 +627,7 @@ def make_out(case, arr, native, target, kw):
         )
         if not out.dtype.isnative or not out.flags.aligned or not out.flags.writeable:
             case.bad("out: not native, aligned, writeable")
-        elif any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
+        elif out.size and any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
             case.bad("out with repeated elements")
         elif not same and np.shares_memory(out, arr):
             case.bad("out overlaps the logits in another layout")
@@ -655,7 +656,7 @@ def make_out(case, arr, native, target, kw):
     case.notes.append(f"out {out.dtype}{out.shape} strides {out.strides}")
     if not out.flags.aligned:
         case.bad("misaligned out")
-    elif any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
+    elif out.size and any(s == 0 and n > 1 for s, n in zip(out.strides, out.shape)):
         case.bad("out with repeated elements")
     else:
         # an input placed in out's memory: out must not overlap it
