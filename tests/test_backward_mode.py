@@ -1,7 +1,7 @@
-"""The kernel's backward mode (src_c/xc_api.h, lse_in) through its private entry points in
-xentc._api: _cross_entropy_lse64 (the forward, keeping each row's lse in float64) and
-_grad_from_lse (the gradient alone, in one pass over the logits from that lse). xentc.torch's
-autograd Function is built on them.
+"""The kernel's backward mode (src_c/xc_backward.inc) through its public entry points:
+cross_entropy(..., return_lse=True, lse_dtype=np.float64) (the forward, keeping each row's lse in
+float64) and cross_entropy_grad (the gradient alone, in one pass over the logits from that lse).
+xentc.torch's autograd Function is built on them.
 
 (a) A hypothesis sweep against the float64 reference (tests/reference.py) over shapes, layouts,
     targets and every option, with grad_output and out= (fresh and strided, or the logits in
@@ -22,15 +22,16 @@ from reference import check_grad, check_loss, ref_cross_entropy, ref_grad, unit_
 from strategies import SWEEP, confident_rows, layout_of, strided_out, with_layout, xent_cases
 
 try:
-    from xentc import _api, cross_entropy_with_grad
+    import xentc
+    from xentc import cross_entropy_with_grad
 
     XENTC_MISSING = ""
 except ImportError as exc:
-    _api = None
+    xentc = None
     XENTC_MISSING = f"xentc is not importable ({exc}); build and install it first"
 
 pytestmark = [
-    pytest.mark.skipif(_api is None, reason=XENTC_MISSING),
+    pytest.mark.skipif(xentc is None, reason=XENTC_MISSING),
     pytest.mark.usefixtures("every_isa"),
 ]
 
@@ -57,7 +58,9 @@ def test_backward_mode_matches_reference(case):
     ref_loss, ref_lse = ref_cross_entropy(case.logits, case.target, **case.options)
     expected = ref_grad(case.logits, case.target, **case.options, grad_output=case.grad_output)
 
-    loss, lse = _api._cross_entropy_lse64(case.logits, case.target, **opts)
+    loss, lse = xentc.cross_entropy(
+        case.logits, case.target, **opts, return_lse=True, lse_dtype=np.float64
+    )
     check_loss(loss, ref_loss, dtype, msg, reduction=case.reduction)
     assert lse.dtype == np.float64 and lse.shape == case.logits.shape[:-1], msg
     # float64 storage, float32 accuracy for float32 logits: its sum of exp adds float32 terms
@@ -72,7 +75,7 @@ def test_backward_mode_matches_reference(case):
         # a private copy, overwritten in place (with_layout alone may hand back the same memory)
         logits = with_layout(np.array(case.logits), case.layout)
         out = logits
-    grad = _api._grad_from_lse(
+    grad = xentc.cross_entropy_grad(
         logits, case.target, lse, **opts, grad_output=case.grad_output, out=out
     )
     scale = unit_grad_scale(case.logits, case.target, case.options, case.grad_output, ref_lse)
@@ -144,12 +147,14 @@ def test_paths_bitwise_across_threads(path, target_kind, layout, reduction, dtyp
     opts["reduction"] = reduction
     go = rng.standard_normal(shape[:-1]) if reduction == "none" else 0.75
     msg = f"{path}: logits=[{layout_of(logits)}], target={target_kind}, {reduction}"
-    _, lse = _api._cross_entropy_lse64(logits, target, **opts)
+    _, lse = xentc.cross_entropy(logits, target, **opts, return_lse=True, lse_dtype=np.float64)
     grads = []
     for n in thread_counts():
         out = np.full(logits.shape, np.nan, dtype=dtype, order="C") if path == "stream" else None
         grads.append(
-            _api._grad_from_lse(logits, target, lse, **opts, grad_output=go, out=out, n_threads=n)
+            xentc.cross_entropy_grad(
+                logits, target, lse, **opts, grad_output=go, out=out, n_threads=n
+            )
         )
         if n > 1:
             np.testing.assert_array_equal(
@@ -159,7 +164,7 @@ def test_paths_bitwise_across_threads(path, target_kind, layout, reduction, dtyp
     scale = unit_grad_scale(logits, target, opts, go, lse)
     _grad_close(grads[0], fused, dtype, scale, f"backward mode vs cross_entropy_with_grad: {msg}")
     zc = logits.copy(order="K")
-    inplace = _api._grad_from_lse(zc, target, lse, **opts, grad_output=go, out=zc)
+    inplace = xentc.cross_entropy_grad(zc, target, lse, **opts, grad_output=go, out=zc)
     assert np.shares_memory(inplace, zc), msg
     np.testing.assert_array_equal(inplace, grads[0], err_msg=f"out=logits differs: {msg}")
 
@@ -176,8 +181,10 @@ def test_confident_row(dtype, gap, shift, target_kind):
     target = np.array([y, 1]) if target_kind == "index" else np.eye(c)[[y, 1]].astype(dtype)
     msg = f"confident row p_y = 1 - {gap:g}, max logit {shift}, {dtype}, target {target_kind}"
     expected = ref_grad(logits, target, reduction="sum")
-    _, lse = _api._cross_entropy_lse64(logits, target, reduction="sum")
-    grad = _api._grad_from_lse(logits, target, lse, reduction="sum")
+    _, lse = xentc.cross_entropy(
+        logits, target, reduction="sum", return_lse=True, lse_dtype=np.float64
+    )
+    grad = xentc.cross_entropy_grad(logits, target, lse, reduction="sum")
     check_grad(grad, expected, dtype, 1.0, msg)
     # Relative accuracy as far as the float64 lse carries it: z_y - lse is known to an ulp of
     # lse (1.4e-14 at lse ~ 100), which at p_y - 1 = -1e-10 is 1.6e-4 of it; and to the forward's
@@ -223,8 +230,8 @@ def test_edge_rows_match_reference(name, reduction, dtype, rng):
     _, ref_lse = ref_cross_entropy(logits, target, **opts)
     expected = ref_grad(logits, target, **opts)
     with np.errstate(all="ignore"):
-        _, lse = _api._cross_entropy_lse64(logits, target, **opts)
-        grad = _api._grad_from_lse(logits, target, lse, **opts)
+        _, lse = xentc.cross_entropy(logits, target, **opts, return_lse=True, lse_dtype=np.float64)
+        grad = xentc.cross_entropy_grad(logits, target, lse, **opts)
     check_grad(grad, expected, dtype, unit_grad_scale(logits, target, opts, None, ref_lse), msg)
     if name.startswith(("deviation-ignored", "deviation-zero-weight")):
         np.testing.assert_array_equal(grad[1], 0.0, err_msg=msg)
@@ -236,13 +243,17 @@ def test_edge_rows_match_reference(name, reduction, dtype, rng):
 def test_nothing_counts_and_empty(reduction, dtype):
     logits = np.arange(12.0, dtype=dtype).reshape(3, 4)
     target = np.array([-100, -100, -100])
-    _, lse = _api._cross_entropy_lse64(logits, target, reduction=reduction)
-    grad = _api._grad_from_lse(logits, target, lse, reduction=reduction, z_loss=1e-3)
+    _, lse = xentc.cross_entropy(
+        logits, target, reduction=reduction, return_lse=True, lse_dtype=np.float64
+    )
+    grad = xentc.cross_entropy_grad(logits, target, lse, reduction=reduction, z_loss=1e-3)
     np.testing.assert_array_equal(grad, 0.0)
     empty = np.zeros((0, 4), dtype=dtype)
-    _, lse = _api._cross_entropy_lse64(empty, np.zeros(0, np.int64), reduction=reduction)
+    _, lse = xentc.cross_entropy(
+        empty, np.zeros(0, np.int64), reduction=reduction, return_lse=True, lse_dtype=np.float64
+    )
     assert lse.shape == (0,) and lse.dtype == np.float64
-    grad = _api._grad_from_lse(empty, np.zeros(0, np.int64), lse, reduction=reduction)
+    grad = xentc.cross_entropy_grad(empty, np.zeros(0, np.int64), lse, reduction=reduction)
     assert grad.shape == (0, 4) and grad.dtype == dtype
 
 
@@ -251,17 +262,17 @@ def test_lse_errors():
     target = np.array([0, 1, 2])
     out = np.full((3, 4), 5.0, np.float32)
     with pytest.raises(TypeError, match="lse"):
-        _api._grad_from_lse(logits, target, np.zeros(3, np.float32), out=out)
+        xentc.cross_entropy_grad(logits, target, np.zeros(3, np.float32), out=out)
     with pytest.raises(ValueError, match="lse"):
-        _api._grad_from_lse(logits, target, np.zeros(4), out=out)
+        xentc.cross_entropy_grad(logits, target, np.zeros(4), out=out)
     with pytest.raises(ValueError, match="target"):
-        _api._grad_from_lse(logits, np.array([0, 1, 7]), np.zeros(3), out=out)
+        xentc.cross_entropy_grad(logits, np.array([0, 1, 7]), np.zeros(3), out=out)
     np.testing.assert_array_equal(out, 5.0)  # nothing written on error
     # the flat (n_rows,) lse is accepted for (B, T, C) logits, as is the (B, T) one
     z = np.zeros((2, 3, 4))
     t = np.zeros((2, 3), np.int64)
-    a = _api._grad_from_lse(z, t, np.full(6, math.log(4)))
-    b = _api._grad_from_lse(z, t, np.full((2, 3), math.log(4)))
+    a = xentc.cross_entropy_grad(z, t, np.full(6, math.log(4)))
+    b = xentc.cross_entropy_grad(z, t, np.full((2, 3), math.log(4)))
     np.testing.assert_array_equal(a, b)
 
 
@@ -302,13 +313,13 @@ def test_transform_and_half_logits(path, kind, transform, target_kind, rng):
     opts.update(softcap=softcap, logit_scale=logit_scale, reduction="none")
     go = rng.standard_normal(shape[:-1])
     msg = f"{path} {kind} softcap={softcap} logit_scale={logit_scale} target={target_kind}"
-    _, lse = _api._cross_entropy_lse64(logits, target, **opts)
-    _, ref_lse = _api.cross_entropy(logits, target, **opts, return_lse=True)
+    _, lse = xentc.cross_entropy(logits, target, **opts, return_lse=True, lse_dtype=np.float64)
+    _, ref_lse = xentc.cross_entropy(logits, target, **opts, return_lse=True)
     np.testing.assert_allclose(
         lse, ref_lse.astype(np.float64), rtol=1e-6, atol=1e-6, err_msg=f"lse: {msg}"
     )
     grads = [
-        _api._grad_from_lse(logits, target, lse, **opts, grad_output=go, n_threads=n)
+        xentc.cross_entropy_grad(logits, target, lse, **opts, grad_output=go, n_threads=n)
         for n in thread_counts()
     ]
     for g in grads[1:]:
@@ -333,7 +344,7 @@ def test_transform_and_half_logits(path, kind, transform, target_kind, rng):
             err_msg=f"backward mode vs cross_entropy_with_grad: {msg}",
         )
     zc = logits.copy()
-    inplace = _api._grad_from_lse(zc, target, lse, **opts, grad_output=go, out=zc)
+    inplace = xentc.cross_entropy_grad(zc, target, lse, **opts, grad_output=go, out=zc)
     assert np.shares_memory(inplace, zc), msg
     np.testing.assert_array_equal(
         inplace.view(np.uint8), grads[0].view(np.uint8), err_msg=f"out=logits differs: {msg}"

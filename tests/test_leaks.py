@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 import xentc
-from xentc import _api
 from xentc._config import build_info
 
 CALLS = 10**4
@@ -68,10 +67,14 @@ def _inputs():
 
 
 A = _inputs()
-# The kernel's backward mode (xentc._api's private split of the loss and its gradient, which
+# The kernel's backward mode (cross_entropy's float64 lse, then cross_entropy_grad, which
 # xentc.torch runs): the forward's float64 lse of the cases below, and a long row's gradient.
-A["lse_probs"] = _api._cross_entropy_lse64(A["logits"], A["probs"])[1]
-A["lse_long"] = _api._cross_entropy_lse64(A["long_row"], A["long_target"])[1]
+A["lse_probs"] = xentc.cross_entropy(
+    A["logits"], A["probs"], return_lse=True, lse_dtype=np.float64
+)[1]
+A["lse_long"] = xentc.cross_entropy(
+    A["long_row"], A["long_target"], return_lse=True, lse_dtype=np.float64
+)[1]
 A["lse32"] = A["lse_long"].astype(np.float32)
 A["long_out"] = np.empty_like(A["long_row"])
 
@@ -130,7 +133,7 @@ CASES = {
     "with_grad-error-overlap": lambda: _raises(
         ValueError, xentc.cross_entropy_with_grad, A["out"], A["target"], out=A["out"][::-1]
     ),
-    "backward-mode": lambda: _api._grad_from_lse(
+    "backward-mode": lambda: xentc.cross_entropy_grad(
         A["logits"],
         A["probs"],
         A["lse_probs"],
@@ -139,11 +142,11 @@ CASES = {
         grad_output=A["grad_output"],
         out=A["out"],
     ),
-    "backward-mode-split-row": lambda: _api._grad_from_lse(
+    "backward-mode-split-row": lambda: xentc.cross_entropy_grad(
         A["long_row"], A["long_target"], A["lse_long"], out=A["long_out"], n_threads=2
     ),
     "backward-mode-error-lse": lambda: _raises(
-        TypeError, _api._grad_from_lse, A["long_row"], A["long_target"], A["lse32"]
+        TypeError, xentc.cross_entropy_grad, A["long_row"], A["long_target"], A["lse32"]
     ),
     "logsumexp": lambda: xentc.logsumexp(A["x3d"], axis=1),
     "logsumexp-error": lambda: _raises(ValueError, xentc.logsumexp, A["x3d"], axis=3),

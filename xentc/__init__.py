@@ -10,6 +10,8 @@ cross_entropy
     The loss (and optionally each row's log-sum-exp).
 cross_entropy_with_grad
     The loss and its gradient with respect to the logits, in one pass; ``out=`` in place.
+cross_entropy_grad
+    That gradient later, from the lse the loss call kept (autograd's backward).
 logsumexp, softmax, log_softmax
     As ``scipy.special``'s, along any axis.
 shard_stats, combine_shards, shard_grad
@@ -31,7 +33,14 @@ Examples
 
 import os as _os
 
-from ._api import cross_entropy, cross_entropy_with_grad, log_softmax, logsumexp, softmax
+from ._api import (
+    cross_entropy,
+    cross_entropy_grad,
+    cross_entropy_with_grad,
+    log_softmax,
+    logsumexp,
+    softmax,
+)
 from ._config import apply_xentc_isa as _apply_xentc_isa
 from ._config import show_config
 from ._linear import linear_cross_entropy, linear_cross_entropy_with_grad
@@ -45,6 +54,7 @@ _apply_xentc_isa(_os.environ.get("XENTC_ISA", "").strip().lower())
 __all__ = [
     "cross_entropy",
     "cross_entropy_with_grad",
+    "cross_entropy_grad",
     "logsumexp",
     "softmax",
     "log_softmax",

@@ -11,14 +11,17 @@ import math
 import numpy as np
 
 from . import _kernels
-from ._typing import ArrayLike, FloatArray, Loss, LossLse, Reduction
+from ._typing import ArrayLike, DTypeLike, FloatArray, Loss, LossLse, Reduction
 from ._validate import (
     as_matrix,
     check_grad_output,
+    check_lse_dtype,
     check_lse_in,
     check_n_threads,
     check_out,
     mean_denominator,
+    mean_grad_scale,
+    mean_loss,
     plan_cross_entropy,
     plan_rows,
 )
@@ -43,16 +46,7 @@ def _run(
     loss_rows = np.empty(plan.n_rows, dtype=plan.row_dtype) if plan.reduction == "none" else None
     lse = np.empty(plan.n_rows, dtype=lse_dtype or plan.row_dtype) if return_lse else None
     total = _kernels.xent(
-        plan.logits,
-        plan.n_rows,
-        plan.n_classes,
-        target_index=plan.target_index,
-        ignore_index=plan.ignore_index,
-        target_prob=plan.target_prob,
-        class_weight=plan.class_weight,
-        sample_weight=plan.sample_weight,
-        label_smoothing=plan.label_smoothing,
-        z_loss=plan.z_loss,
+        plan,
         grad=None if grad is None else as_matrix(grad),
         grad_fresh=grad_fresh,
         grad_scale=grad_scale,
@@ -60,10 +54,6 @@ def _run(
         loss_out=loss_rows,
         lse_out=lse,
         want_sum=plan.reduction != "none",
-        n_threads=plan.n_threads,
-        logit_scale=plan.logit_scale,
-        softcap=plan.softcap,
-        logits_half=plan.half,
     )
     if plan.reduction == "none":
         loss = loss_rows.reshape(plan.lead_shape)
@@ -72,7 +62,7 @@ def _run(
     else:
         if denominator is None:
             denominator = mean_denominator(plan)
-        loss = total / denominator if denominator != 0 else math.nan
+        loss = mean_loss(total, denominator)
     return loss, None if lse is None else lse.reshape(plan.lead_shape)
 
 
@@ -89,6 +79,7 @@ def cross_entropy(
     softcap: float | None = None,
     logit_scale: float = 1.0,
     return_lse: bool = False,
+    lse_dtype: DTypeLike | None = None,
     n_threads: int | None = None,
 ) -> Loss | LossLse:
     """Softmax cross-entropy of `logits` against `target`, classes on the last axis.
@@ -126,6 +117,9 @@ def cross_entropy(
         Finite: ``z' = logit_scale * logits`` before the softcap.
     return_lse : bool, default False
         Also return each row's log-sum-exp (of the transformed logits).
+    lse_dtype : None or numpy.float64, optional
+        The lse's dtype: None, the logits' (float32 for 16-bit logits); ``np.float64`` keeps
+        every digit the kernel computed, as `cross_entropy_grad` takes it.
     n_threads : int, optional
         Threads for the kernel (>= 1). None: a threadpoolctl limit, else ``OMP_NUM_THREADS``,
         else the usable cores. The result is bitwise the same for every count.
@@ -137,8 +131,8 @@ def cross_entropy(
         ``logits.shape[:-1]`` in the logits' dtype (float32 for 16-bit logits). ``'mean'`` with
         nothing counted is NaN.
     lse : ndarray
-        Only with ``return_lse=True``: shape ``logits.shape[:-1]``, the logits' dtype (float32
-        for 16-bit logits), ignored rows included.
+        Only with ``return_lse=True``: shape ``logits.shape[:-1]``, in `lse_dtype`, ignored
+        rows included.
 
     Raises
     ------
@@ -153,6 +147,7 @@ def cross_entropy(
     See Also
     --------
     cross_entropy_with_grad : the loss and its gradient in one pass.
+    cross_entropy_grad : the gradient later, from the lse this call returned.
 
     Examples
     --------
@@ -187,7 +182,7 @@ def cross_entropy(
         softcap,
         logit_scale,
     )
-    loss, lse = _run(plan, return_lse=return_lse)
+    loss, lse = _run(plan, return_lse=return_lse, lse_dtype=check_lse_dtype(lse_dtype))
     return (loss, lse) if return_lse else loss
 
 
@@ -318,70 +313,71 @@ def _mean_scale(plan, scale):
     # an all-zero gradient: also for a counted row of class weight 0 holding NaN, to which
     # the kernel would give its NaN gradient row. So the kernel computes the loss (and lse)
     # only, and the zeros are written after it (after the lse, also with out=logits).
-    if denominator == 0:
-        return scale, denominator, True
-    return scale / denominator, denominator, False
+    return mean_grad_scale(scale, denominator), denominator, denominator == 0
 
 
-# ---- the forward/backward split of xentc.torch (private) -------------------------------------
-# Autograd runs the loss and its gradient at different times. The forward keeps each row's
-# log-sum-exp in float64; the backward mode of the kernel (src_c/xc_api.h, lse_in) then writes
-# the gradient in one pass over the logits, p_j = exp(z_j - lse_i), with no max or sum pass.
-# Same arguments, same validation plan, same semantics as cross_entropy_with_grad.
-
-
-def _cross_entropy_lse64(
-    logits,
-    target,
+def cross_entropy_grad(
+    logits: ArrayLike,
+    target: ArrayLike,
+    lse: ArrayLike,
     *,
-    weight=None,
-    sample_weight=None,
-    ignore_index=-100,
-    reduction="mean",
-    label_smoothing=0.0,
-    z_loss=0.0,
-    softcap=None,
-    logit_scale=1.0,
-    n_threads=None,
-):
-    """cross_entropy -> (loss, lse): lse of shape logits.shape[:-1] in float64, whatever the
-    logits' dtype, for _grad_from_lse."""
-    plan = plan_cross_entropy(
-        logits,
-        target,
-        weight,
-        sample_weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        z_loss,
-        n_threads,
-        softcap,
-        logit_scale,
-    )
-    return _run(plan, return_lse=True, lse_dtype=np.float64)
+    weight: ArrayLike | None = None,
+    sample_weight: ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    logit_scale: float = 1.0,
+    n_threads: int | None = None,
+    grad_output: ArrayLike | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """The gradient `cross_entropy_with_grad` returns, later, from the lse of the forward call.
 
+    For frameworks that run the loss and its gradient at different times (autograd): the
+    forward, ``cross_entropy(..., return_lse=True, lse_dtype=np.float64)``, keeps each row's
+    log-sum-exp; this call then writes the gradient in one pass over the logits,
+    ``p_j = exp(z_j - lse_i)``, with no max or sum pass. With the forward's logits, target and
+    options, the result is the gradient `cross_entropy_with_grad` gives, within rounding (that
+    call divides ``exp(z_j - max_i)`` by the row's sum instead: the two differ in the last bit
+    or two, well inside the accuracy of the semantics page).
 
-def _grad_from_lse(
-    logits,
-    target,
-    lse,
-    *,
-    weight=None,
-    sample_weight=None,
-    ignore_index=-100,
-    reduction="mean",
-    label_smoothing=0.0,
-    z_loss=0.0,
-    softcap=None,
-    logit_scale=1.0,
-    n_threads=None,
-    grad_output=None,
-    out=None,
-):
-    """The gradient cross_entropy_with_grad returns, from the float64 lse that
-    _cross_entropy_lse64 returned for the same logits and options (not checked: a wrong lse
-    gives a wrong gradient). out=logits overwrites the logits with it."""
+    Parameters
+    ----------
+    logits, target
+        As `cross_entropy`'s; the same arrays the forward call had.
+    lse : array_like of float64, shape logits.shape[:-1]
+        The forward's lse, in float64 (or flattened to one row per entry). It is trusted, not
+        recomputed: an lse of other logits gives a wrong gradient, not an error.
+    weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+        As `cross_entropy`'s; the forward call's options.
+    logit_scale, n_threads
+        As `cross_entropy`'s.
+    grad_output, out
+        As `cross_entropy_with_grad`'s (``out=logits`` overwrites the logits with the gradient).
+
+    Returns
+    -------
+    grad : ndarray
+        Shape and dtype of `logits` (`out` when given).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As `cross_entropy_with_grad`; also an `lse` that is not float64 or not one per row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import xentc
+    >>> logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3]], dtype=np.float32)
+    >>> target = np.array([0, 1])
+    >>> loss, lse = xentc.cross_entropy(logits, target, return_lse=True, lse_dtype=np.float64)
+    >>> grad = xentc.cross_entropy_grad(logits, target, lse)
+    >>> bool(np.allclose(grad, xentc.cross_entropy_with_grad(logits, target)[1], atol=1e-7))
+    True
+    """
     plan = plan_cross_entropy(
         logits,
         target,
@@ -413,29 +409,13 @@ def _grad_from_lse(
     if nothing_counts:
         grad[...] = 0
     elif plan.n_rows:
-        _kernels.xent(
-            plan.logits,
-            plan.n_rows,
-            plan.n_classes,
-            target_index=plan.target_index,
-            ignore_index=plan.ignore_index,
-            target_prob=plan.target_prob,
-            class_weight=plan.class_weight,
-            sample_weight=plan.sample_weight,
-            label_smoothing=plan.label_smoothing,
-            z_loss=plan.z_loss,
+        _kernels.xent_backward(
+            plan,
+            lse_in,
             grad=as_matrix(grad),
             grad_fresh=out is None,
             grad_scale=scale,
             row_grad_scale=row_scale,
-            loss_out=None,
-            lse_out=None,
-            want_sum=False,
-            n_threads=plan.n_threads,
-            logit_scale=plan.logit_scale,
-            softcap=plan.softcap,
-            logits_half=plan.half,
-            lse_in=lse_in,
         )
     return grad
 

@@ -34,7 +34,7 @@ from dask.graph_manipulation import bind
 from dask.highlevelgraph import HighLevelGraph
 
 from ._shards import combine_shards, shard_grad, shard_stats
-from ._validate import check_float_array, check_reduction
+from ._validate import check_float_array, check_reduction, mean_grad_scale, mean_loss
 
 __all__ = ["cross_entropy_blocks"]
 
@@ -75,7 +75,7 @@ def _reduce(parts, *, reduction):
     if reduction == "sum":
         return np.asarray(total, dtype=np.float64)
     denominator = math.fsum(p[1] for p in parts)
-    return np.asarray(total / denominator if denominator != 0 else math.nan, dtype=np.float64)
+    return np.asarray(mean_loss(total, denominator), dtype=np.float64)
 
 
 def _mean_scale(grad_output, parts):
@@ -83,7 +83,7 @@ def _mean_scale(grad_output, parts):
     single-array call gives)."""
     denominator = math.fsum(p[1] for p in parts)
     scale = 1.0 if grad_output is None else float(np.asarray(grad_output))
-    return scale / denominator if denominator != 0 else 0.0
+    return mean_grad_scale(scale, denominator)
 
 
 def _grad_task(logits, target, totals, weight, grad_output, *, class_offset, n_threads):

@@ -7,43 +7,35 @@ from typing import Any
 
 import numpy as np
 
+# A plan is _validate.XentPlan or _validate.ShardPlan; a Matrix is _validate.Matrix.
+HALF_NONE: int
+HALF_F16: int
+HALF_BF16: int
+MATH_CODES: dict[str, int]
+
 def xent(
-    logits: Any,
-    n_rows: int,
-    n_classes: int,
+    plan: Any,
     *,
-    target_index: np.ndarray | None,
-    ignore_index: int,
-    target_prob: Any,
-    class_weight: np.ndarray | None,
-    sample_weight: np.ndarray | None,
-    label_smoothing: float,
-    z_loss: float,
+    grad: Any = ...,
+    grad_fresh: bool = ...,
+    grad_scale: float = ...,
+    row_grad_scale: np.ndarray | None = ...,
+    loss_out: np.ndarray | None = ...,
+    lse_out: np.ndarray | None = ...,
+    want_sum: bool = ...,
+) -> float | None: ...
+def xent_backward(
+    plan: Any,
+    lse_in: np.ndarray,
+    *,
     grad: Any,
     grad_fresh: bool,
-    grad_scale: float,
-    row_grad_scale: np.ndarray | None,
-    loss_out: np.ndarray | None,
-    lse_out: np.ndarray | None,
-    want_sum: bool,
-    n_threads: int,
-    logit_scale: float = ...,
-    softcap: float = ...,
-    logits_half: int = ...,
-    lse_in: np.ndarray | None = ...,
-) -> float | None: ...
+    grad_scale: float = ...,
+    row_grad_scale: np.ndarray | None = ...,
+) -> None: ...
 def shard_stats(
-    logits: Any,
-    n_rows: int,
-    n_classes: int,
+    plan: Any,
     *,
-    class_offset: int,
-    total_classes: int,
-    target_index: np.ndarray | None,
-    ignore_index: int,
-    target_prob: Any,
-    class_weight: np.ndarray | None,
-    label_smoothing: float,
     want_gap: bool,
     max_out: np.ndarray,
     sum_out: np.ndarray,
@@ -52,16 +44,10 @@ def shard_stats(
     weight_sum_out: np.ndarray,
     gap_out: np.ndarray | None,
     pivot_out: np.ndarray,
-    n_threads: int,
 ) -> None: ...
 def shard_grad(
-    logits: Any,
-    n_rows: int,
-    n_classes: int,
+    plan: Any,
     *,
-    class_offset: int,
-    target_prob: Any,
-    class_weight: np.ndarray | None,
     grad: Any,
     row_max: np.ndarray,
     p_scale: np.ndarray,
@@ -71,7 +57,6 @@ def shard_grad(
     fill: np.ndarray,
     exact_class: np.ndarray,
     use_fill: np.ndarray,
-    n_threads: int,
 ) -> None: ...
 def lse_rows(x: Any, n_rows: int, n_classes: int, lse_out: np.ndarray, n_threads: int) -> None: ...
 def softmax_rows(

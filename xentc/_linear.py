@@ -38,6 +38,7 @@ from ._validate import (
     check_grad_output,
     half_kind,
     mean_denominator,
+    mean_loss,
     plan_cross_entropy,
 )
 
@@ -263,7 +264,7 @@ def _run(problem, return_lse, grads=None, scale=1.0, row_scale=None):
         loss = math.fsum(totals)
     else:
         denominator = mean_denominator(plan)
-        loss = math.fsum(totals) / denominator if denominator != 0 else math.nan
+        loss = mean_loss(math.fsum(totals), denominator)
     return loss, None if lse is None else lse.reshape(problem.lead_shape)
 
 

@@ -31,7 +31,14 @@ import numpy as np
 
 from . import _kernels
 from ._typing import ArrayLike, Reduction
-from ._validate import as_matrix, plan_combine, plan_shard, plan_shard_grad
+from ._validate import (
+    as_matrix,
+    mean_grad_scale,
+    mean_loss,
+    plan_combine,
+    plan_shard,
+    plan_shard_grad,
+)
 
 
 class ShardStats(NamedTuple):
@@ -252,19 +259,9 @@ def shard_stats(
     is_index = plan.target_index is not None
     if n:
         _kernels.shard_stats(
-            plan.logits,
-            n,
-            plan.n_block,
-            class_offset=plan.class_offset,
-            total_classes=plan.n_classes,
-            target_index=plan.target_index,
-            ignore_index=plan.ignore_index,
-            target_prob=plan.target_prob,
-            class_weight=plan.class_weight,
-            label_smoothing=plan.label_smoothing,
+            plan,
             want_gap=is_index and plan.label_smoothing > 0.0,
             pivot_out=pivot,
-            n_threads=plan.n_threads,
             **out,
         )
     weight_sum = out["weight_sum_out"]
@@ -387,7 +384,7 @@ def combine_shards(
     elif reduction == "sum":
         loss = loss_sum
     else:
-        loss = loss_sum / denominator if denominator != 0 else math.nan
+        loss = mean_loss(loss_sum, denominator)
     return ShardTotals(
         loss=loss,
         lse=lse.astype(first.dtype).reshape(first.lead_shape),
@@ -561,8 +558,7 @@ def shard_grad(
     if plan.n_rows == 0:
         return grad
     if totals.reduction == "mean":
-        # as cross_entropy_with_grad: a zero denominator gives an all-zero gradient
-        scale = scale / totals.denominator if totals.denominator != 0 else 0.0
+        scale = mean_grad_scale(scale, totals.denominator)
     row = totals.row_scale * scale
     if row_scale is not None:
         row = row * row_scale
@@ -573,12 +569,7 @@ def shard_grad(
     use_fill = (~counted | totals.nonfinite).astype(np.uint8)
     fill = np.where(totals.nonfinite, np.nan, 0.0)
     _kernels.shard_grad(
-        plan.logits,
-        plan.n_rows,
-        plan.n_block,
-        class_offset=plan.class_offset,
-        target_prob=plan.target_prob,
-        class_weight=plan.class_weight,
+        plan,
         grad=as_matrix(grad),
         row_max=np.where(np.isfinite(totals.row_max), totals.row_max, 0.0),
         p_scale=p_scale,
@@ -588,6 +579,5 @@ def shard_grad(
         fill=fill,
         exact_class=totals.exact_class,
         use_fill=use_fill,
-        n_threads=plan.n_threads,
     )
     return grad

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Literal, Union
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-__all__ = ["ArrayLike", "FloatArray", "Loss", "Reduction"]
+__all__ = ["ArrayLike", "DTypeLike", "FloatArray", "Loss", "Reduction"]
 
 FloatArray = NDArray[np.floating]
 # A Python float for 'mean' / 'sum', an array of row losses for 'none'.

@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import _kernels
 from ._threads import default_n_threads, effective_n_threads
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -54,7 +55,7 @@ class XentPlan(NamedTuple):
     n_threads: int
     softcap: float  # 0.0: none
     logit_scale: float
-    half: int  # 0, or HALF_KINDS' code of 16-bit logits
+    half: int  # 0, or HALF_F16 / HALF_BF16 for 16-bit logits
 
 
 # ---- arrays ----------------------------------------------------------------------------------
@@ -103,9 +104,10 @@ def _aligned(a):
     return a if a.flags.aligned else a.copy()
 
 
-# 16-bit logits (issue 6): the kernels' code for each (XC_HALF_* in src_c/xc_api.h). bfloat16 is
-# ml_dtypes' NumPy dtype, known by its name and size so that xentc never imports ml_dtypes.
-HALF_F16, HALF_BF16 = 1, 2
+# 16-bit logits: the kernels' code for each (XC_HALF_* in src_c/xc_api.h, through _kernels.pxd).
+# bfloat16 is ml_dtypes' NumPy dtype, known by its name and size so that xentc never imports
+# ml_dtypes.
+HALF_F16, HALF_BF16 = _kernels.HALF_F16, _kernels.HALF_BF16
 
 
 def half_kind(dtype):
@@ -444,6 +446,19 @@ def rows_denominator(target_index, ignore_index, class_weight, sample_weight, n_
     return float(w.sum() if s is None else (s[counted] * w).sum())
 
 
+# The one rule for a zero 'mean' denominator (every row ignored, or weighted 0), as torch: the
+# mean loss is NaN and the gradient all zeros. Every layer (the core, the shards, dask, the
+# linear head) reduces through these two.
+def mean_loss(total, denominator):
+    """total / denominator, NaN when the denominator is 0."""
+    return total / denominator if denominator != 0 else math.nan
+
+
+def mean_grad_scale(scale, denominator):
+    """The gradient's scale under 'mean': scale / denominator, 0.0 when the denominator is 0."""
+    return scale / denominator if denominator != 0 else 0.0
+
+
 def check_grad_output_meta(dtype, shape, reduction, lead_shape):
     """'scalar' or 'rows' (one per row, reduction 'none' only), from grad_output's metadata."""
     dtype, shape = np.dtype(dtype), tuple(shape)
@@ -474,9 +489,22 @@ def check_grad_output(grad_output, reduction, lead_shape):
     return 1.0, _rows_vector(g, np.float64)
 
 
+def check_lse_dtype(lse_dtype):
+    """None (the kernel's row dtype) or float64, the dtypes cross_entropy's lse may have."""
+    if lse_dtype is None:
+        return None
+    try:
+        dtype = np.dtype(lse_dtype)
+    except TypeError:
+        dtype = None
+    if dtype != np.float64:
+        raise ValueError(f"lse_dtype must be None or numpy.float64; got {lse_dtype!r}")
+    return dtype
+
+
 def check_lse_in(lse, lead_shape):
-    """The float64 log-sum-exps a forward call kept, for the backward mode (xentc._api's
-    _grad_from_lse): shape logits.shape[:-1] (or flattened), as a contiguous float64 vector."""
+    """The float64 log-sum-exps a forward call kept, for cross_entropy_grad: shape
+    logits.shape[:-1] (or flattened), as a contiguous float64 vector."""
     arr = np.asarray(lse)
     if arr.dtype != np.float64:
         raise TypeError(
@@ -578,6 +606,13 @@ class ShardPlan(NamedTuple):
     class_weight: np.ndarray | None  # (B,) contiguous, logits' dtype: the block's weights
     label_smoothing: float
     n_threads: int
+    # What a whole-array plan also carries, fixed for a block (the kernels read the same struct:
+    # xentc/_kernels.pyx, plan_args).
+    sample_weight: None = None
+    z_loss: float = 0.0
+    softcap: float = 0.0
+    logit_scale: float = 1.0
+    half: int = 0
 
 
 def _check_shard_target(target, arr, lead_shape, n_classes, ignore_index):

@@ -36,7 +36,9 @@ from typing import Any
 import dask.array as da
 import numpy as np
 
-from . import _api, _linear
+import xentc
+
+from . import _linear
 from ._typing import Reduction
 from ._validate import (
     check_grad_output_meta,
@@ -48,6 +50,8 @@ from ._validate import (
     class_weight_vector,
     index_target_vector,
     kernel_dtype,
+    mean_grad_scale,
+    mean_loss,
     rows_denominator,
     sample_weight_vector,
 )
@@ -166,11 +170,10 @@ def _block_xent(
     if with_grad:
         if reduction == "mean":
             scale = 1.0 if grad_output is None else float(grad_output)
-            denominator = float(denominator)
-            grad_output = scale / denominator if denominator != 0 else 0.0
-        result = _api.cross_entropy_with_grad(logits, target, grad_output=grad_output, **kwargs)
+            grad_output = mean_grad_scale(scale, float(denominator))
+        result = xentc.cross_entropy_with_grad(logits, target, grad_output=grad_output, **kwargs)
     else:
-        result = _api.cross_entropy(logits, target, **kwargs)
+        result = xentc.cross_entropy(logits, target, **kwargs)
     if not isinstance(result, tuple):
         result = (result,)
     names = ("loss", "lse", "grad") if return_lse else ("loss", "grad")
@@ -222,7 +225,7 @@ def _tree_sum(parts):
 
 def _mean(total, denominator):
     total, denominator = float(total), float(denominator)
-    return np.float64(total / denominator if denominator != 0 else math.nan)
+    return np.float64(mean_loss(total, denominator))
 
 
 # ---- the graph ---------------------------------------------------------------------------------

@@ -41,11 +41,13 @@ mistake (CrossEntropyError and friends below).
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import numpy as np
 import torch
 
-from . import _api
+import xentc
+from xentc._typing import LossLse
 
 __all__ = [
     "cross_entropy",
@@ -191,16 +193,25 @@ def _xent_op(
         return loss, torch.empty(lead, dtype=torch.float64)
     logits, tgt, w = _kernel_args(input, target, weight)
     try:
-        loss, lse = _api._cross_entropy_lse64(
-            logits, tgt, weight=w, **opts, n_threads=torch.get_num_threads()
+        loss_np, lse_np = cast(
+            LossLse,
+            xentc.cross_entropy(
+                logits,
+                tgt,
+                weight=w,
+                **opts,
+                return_lse=True,
+                lse_dtype=np.float64,
+                n_threads=torch.get_num_threads(),
+            ),
         )
     except (ValueError, TypeError) as exc:
         n_classes = input.shape[1 if input.ndim >= 2 else 0]
         raise _torch_type(exc, target, n_classes, ignore_index) from None
-    lse = torch.from_numpy(lse)
+    lse = torch.from_numpy(lse_np)
     if reduction == "none":
-        return torch.from_numpy(np.asarray(loss)).to(loss_dtype), lse
-    return torch.tensor(loss, dtype=loss_dtype), lse
+        return torch.from_numpy(np.asarray(loss_np)).to(loss_dtype), lse
+    return torch.tensor(loss_np, dtype=loss_dtype), lse
 
 
 @_xent_op.register_fake
@@ -257,7 +268,7 @@ def _xent_backward_op(
     opts = _options(ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale)
     logits, tgt, w = _kernel_args(input, target, weight)
     go = _numpy_view(grad_loss, "grad_output") if reduction == "none" else float(grad_loss)
-    g = _api._grad_from_lse(
+    g = xentc.cross_entropy_grad(
         logits,
         tgt,
         lse.numpy(),
@@ -342,7 +353,7 @@ def _inplace_grad(input, target, weight, lse, grad_loss, scalars):
     opts = _options(*scalars)
     logits, tgt, w = _kernel_args(input, target, weight)
     go = _numpy_view(grad_loss, "grad_output") if opts["reduction"] == "none" else float(grad_loss)
-    _api._grad_from_lse(
+    xentc.cross_entropy_grad(
         logits,
         tgt,
         lse.numpy(),
