@@ -12,7 +12,7 @@ SANITIZE_VENV ?= $(CURDIR)/../venv-asan
 FUZZ_SECONDS ?= 600
 PYTEST_ARGS = -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)"
 
-.PHONY: help build test test-slow bench bench-pytest bench-dask demo wheel clean sanitize-build \
+.PHONY: help build test test-fast test-slow bench bench-pytest bench-dask demo wheel clean sanitize-build \
     sanitize fuzz valgrind
 
 help:  ## list the targets
@@ -24,6 +24,11 @@ build:  ## install xentc from this checkout (compiles the extension)
 test:  ## install xentc and its test extras (TEST_EXTRAS), then run the suite against the installed copy
 	$(PYTHON) -m pip install ".[$(TEST_EXTRAS)]"
 	$(OUTSIDE) $(PYTHON) -m pytest -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/tests"
+
+test-fast:  ## install xentc, then the fast tier (under a minute on 2 cores): no `full` modules, fewer hypothesis examples
+	$(PYTHON) -m pip install ".[test]"
+	$(OUTSIDE) XENTC_SWEEP_EXAMPLES=$${XENTC_SWEEP_EXAMPLES:-25} $(PYTHON) -m pytest -q -m "not slow and not full" \
+	    -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" "$(CURDIR)/tests" $(ARGS)
 
 test-slow: build  ## the slow tests only: arrays past 2**31 elements (~10 GB of memory); prints timings
 	$(OUTSIDE) $(PYTHON) -m pytest -s -c "$(CURDIR)/pyproject.toml" --rootdir="$(CURDIR)" -m slow "$(CURDIR)/tests"

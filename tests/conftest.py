@@ -22,6 +22,55 @@ TOL = {
 
 DTYPES = [np.float32, np.float64]
 
+# ---- test tiers ------------------------------------------------------------------------------
+# `make test-fast` (under a minute on 2 cores; run it on every change) deselects the modules
+# below, marked `full`, and draws fewer hypothesis examples (XENTC_SWEEP_EXAMPLES). `make test`
+# and CI run everything once. Each module here is slow for a reason of its own, and what it
+# guards changes rarely:
+FULL_ONLY_MODULES = {
+    "test_leaks.py": "10**4 calls of every function, RSS and tracemalloc windows",
+    "test_fork.py": "forked and spawned interpreters",
+    "test_docs_examples.py": "every README and docs example, each in its own interpreter",
+    "test_bench.py": "the benchmark's report and its torch-step subprocesses",
+    "test_fuzz.py": "the boundary fuzzer's budget",
+    "test_packaging.py": "the sdist and wheel file lists",
+    "test_dask.py": "a dask LocalCluster and on-disk arrays",
+    "test_dask_shards.py": "dask graphs of class-chunked logits",
+    "test_memmap.py": "memory-mapped files on disk",
+    "test_torch_upstream.py": "torch's own cross_entropy tests, ported",
+    "test_torch_compose.py": "torch.compile, torch.func and double backward",
+    "test_torch_adapter.py": "xentc.torch against F.cross_entropy, every option",
+    "test_torch_linear.py": "a small language model trained twice",
+}
+# Single tests of the other modules that take seconds each (arrays of 10**7 logits, threads
+# racing): the fast tier keeps their module's quicker tests of the same paths.
+FULL_ONLY_TESTS = {
+    "test_few_long_rows_split_path",  # test_logit_transform: C = 256000 rows, every option
+    "test_memory_is_a_chunk_not_n_by_v",  # test_linear: peak memory of a large call
+    "test_bitwise_across_threads_and_close_across_chunks",  # test_linear
+    "test_large_vocabulary_float32",  # test_reference: C = 256000
+    "test_repeated_calls_do_not_leak",  # test_edge_cases (test_leaks is the thorough one)
+    "test_concurrent_callers",  # test_threads: 8 threads calling at once
+    "test_streamed_gradient_matches_small_calls",  # test_streaming (test_isa_parity has one)
+}
+
+
+# CI runs the whole suite once, in the README's fresh environment without torch; against the
+# repaired wheel with torch it runs `-m "torch or wheel"`: what skipped there for want of torch
+# (the test_torch* modules, and elsewhere each test whose name says torch or that is marked so),
+# and the modules about the installed build itself (its OpenMP runtime, bundled by auditwheel).
+WHEEL_MODULES = {"test_build.py", "test_runtime.py", "test_fork.py", "test_packaging.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in FULL_ONLY_MODULES or item.originalname in FULL_ONLY_TESTS:
+            item.add_marker(pytest.mark.full)
+        if item.path.name.startswith("test_torch") or "torch" in item.name:
+            item.add_marker(pytest.mark.torch)
+        if item.path.name in WHEEL_MODULES:
+            item.add_marker(pytest.mark.wheel)
+
 
 @pytest.fixture
 def rng(request):
@@ -57,8 +106,9 @@ def _supported_isas():
 @pytest.fixture(scope="module", params=_supported_isas())
 def every_isa(request):
     """Run a module's tests once per instruction set this CPU runs (baseline, avx2, avx512), as
-    Highway's SetSupportedTargetsForTest does. Module-scoped: hypothesis tests may use it, and
-    pytest groups each module's tests by set."""
+    Highway's SetSupportedTargetsForTest does. Only tests/test_isa_parity.py uses it: the rest of
+    the suite runs on the set chosen at import. Module-scoped: hypothesis tests may use it, and
+    pytest groups the module's tests by set."""
     if request.param == "none":
         yield None
         return

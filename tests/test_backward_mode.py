@@ -5,8 +5,8 @@ xentc.torch's autograd Function is built on them.
 
 (a) A hypothesis sweep against the float64 reference (tests/reference.py) over shapes, layouts,
     targets and every option, with grad_output and out= (fresh and strided, or the logits in
-    place), under every instruction set this CPU has; the gradient also against
-    cross_entropy_with_grad's.
+    place), on the instruction set in use (test_isa_parity.py covers the others); the gradient
+    also against cross_entropy_with_grad's.
 (b) Named cases: each kernel path (short rows, whole rows, few long rows split over threads,
     streaming stores) bitwise across n_threads, confident rows, the edge rows of semantics.md,
     nothing counting, N == 0, and the errors of the lse argument.
@@ -32,7 +32,6 @@ except ImportError as exc:
 
 pytestmark = [
     pytest.mark.skipif(xentc is None, reason=XENTC_MISSING),
-    pytest.mark.usefixtures("every_isa"),
 ]
 
 

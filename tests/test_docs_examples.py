@@ -59,7 +59,8 @@ def python_blocks():
         for line, info, code in fenced_blocks(page):
             if info.split()[0:1] == ["python"]:
                 name = f"{page.relative_to(ROOT)}:{line}"
-                params.append(pytest.param(name, code, id=name))
+                marks = [pytest.mark.torch] if "torch" in needed_packages(code) else []
+                params.append(pytest.param(name, code, id=name, marks=marks))
     return params
 
 

@@ -14,9 +14,6 @@ from conftest import TOL
 
 import xentc
 
-# Every test here runs once per instruction set this CPU supports (conftest.every_isa).
-pytestmark = pytest.mark.usefixtures("every_isa")
-
 REDUCTIONS = ["mean", "sum", "none"]
 NEG_INF = -np.inf
 

@@ -19,8 +19,6 @@ from reference import check_loss, ref_cross_entropy, ref_grad, unit_grad_scale
 
 import xentc
 
-pytestmark = pytest.mark.usefixtures("every_isa")
-
 try:
     import ml_dtypes
 except ImportError:  # the bfloat16 cases skip

@@ -16,8 +16,6 @@ from conftest import TOL
 import xentc
 
 N, C = 37, 131  # odd sizes: no row or class count is a multiple of a vector width
-# Every test here runs once per instruction set this CPU supports (conftest.every_isa).
-pytestmark = pytest.mark.usefixtures("every_isa")
 
 REDUCTIONS = ["mean", "sum", "none"]
 

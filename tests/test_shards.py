@@ -1,7 +1,7 @@
 """Vocabulary shards (xentc.shard_stats / combine_shards / shard_grad) against the whole-array
-call: every option, splits down to blocks of one class, layouts, in place, non-finite rows (the
-kernel-level ones on every instruction set this CPU runs); the merge bitwise stable across
-n_threads and the order in which shards arrive."""
+call: every option, splits down to blocks of one class, layouts, in place, non-finite rows (on
+the instruction set in use; test_isa_parity.py runs the shards on the others); the merge
+bitwise stable across n_threads and the order in which shards arrive."""
 
 import math
 
@@ -194,7 +194,7 @@ def test_every_option_and_split_matches_core(kind, options, dtype, rng):
 
 
 @pytest.mark.parametrize("kind", ["index", "prob"])
-def test_long_rows_and_blocks_longer_than_a_chunk(kind, rng, every_isa):
+def test_long_rows_and_blocks_longer_than_a_chunk(kind, rng):
     # blocks across the kernels' 512-logit blocks and 32768-logit chunks; float32, the
     # tolerance that matters
     dtype = np.dtype(np.float32)
@@ -206,7 +206,7 @@ def test_long_rows_and_blocks_longer_than_a_chunk(kind, rng, every_isa):
 
 
 @pytest.mark.parametrize("kind", ["index", "prob"])
-def test_confident_rows_keep_their_digits(kind, dtype, rng, every_isa):
+def test_confident_rows_keep_their_digits(kind, dtype, rng):
     # The target (or the largest probability) far above the rest: the loss is ~1e-12 of its
     # lse. The shards keep the split of the whole-row kernel, so its relative accuracy holds.
     n_classes = 64
@@ -257,7 +257,7 @@ def test_against_the_reference(dtype, rng):
 
 
 @pytest.mark.parametrize("layout", ["strided", "negative", "fortran", "3d"])
-def test_layouts(layout, dtype, rng, every_isa):
+def test_layouts(layout, dtype, rng):
     n_classes = 30
     base = (rng.normal(size=(8, 2 * n_classes)) * 2).astype(dtype)
     if layout == "strided":
@@ -295,7 +295,7 @@ def test_in_place(strided, dtype, rng):
 
 
 @pytest.mark.parametrize("kind", ["index", "prob"])
-def test_non_finite_rows(kind, dtype, rng, every_isa):
+def test_non_finite_rows(kind, dtype, rng):
     n_classes = 24
     logits = rng.normal(size=(8, n_classes)).astype(dtype)
     logits[0, 3] = np.nan  # NaN in the first shard

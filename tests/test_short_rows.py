@@ -9,8 +9,6 @@ from reference import check_grad, check_loss, ref_cross_entropy, ref_grad, unit_
 
 import xentc
 
-pytestmark = pytest.mark.usefixtures("every_isa")
-
 # around XC_SHORT_MAX (128); 71 rows = two full float32 groups and a tail of 7
 N_ROWS = 71
 CLASSES = [1, 2, 10, 31, 32, 33, 127, 128, 129]

@@ -1,6 +1,7 @@
 """Gradients of 8 MiB or more are written with streaming stores (src_c/xc_rows.h,
 XC_STREAM_MIN_BYTES). Their results must be bitwise those of the ordinary stores used for small
-calls, for every instruction set, whatever the alignment of the output rows."""
+calls, whatever the alignment of the output rows (on the instruction set in use; test_isa_parity.py
+checks the others)."""
 
 import numpy as np
 import pytest
@@ -8,8 +9,6 @@ from _naive import assert_close
 from _naive import cross_entropy as naive
 
 import xentc
-
-pytestmark = pytest.mark.usefixtures("every_isa")
 
 STREAM_MIN_BYTES = 8 << 20
 N_CLASSES = 32771  # odd: rows start at every alignment and end in a partial vector

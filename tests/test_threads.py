@@ -14,9 +14,6 @@ import scipy.special
 
 import xentc
 
-# Every test here runs once per instruction set this CPU supports (conftest.every_isa).
-pytestmark = pytest.mark.usefixtures("every_isa")
-
 THREADS = (1, 2, 3, 7)  # 3 and 7 do not divide the row counts; 7 oversubscribes 2 cores
 # few rows: more threads than rows, so the work must split along the classes or idle; rows of
 # more than one chunk (xc_rows.h XC_CHUNK, 32768 logits) are split across threads
@@ -153,7 +150,7 @@ def test_omp_num_threads_at_import(tmp_path):
     want["logsumexp"] = xentc.logsumexp(logits, axis=0)
     for omp in ("1", "3"):
         out = tmp_path / f"out{omp}.npz"
-        # the child must run the instruction set this process runs now (every_isa): results
+        # the child must run the instruction set this process runs now: results
         # are bitwise equal across thread counts, not across instruction sets
         env = dict(os.environ, OMP_NUM_THREADS=omp, XENTC_ISA=xentc._kernels.isa_active())
         cmd = [sys.executable, "-c", script, str(tmp_path / "inputs.npz"), str(out)]

@@ -30,7 +30,7 @@ from reference import (
     ref_grad,
     unit_grad_scale,
 )
-from strategies import layout_of, with_layout
+from strategies import layout_of, pairwise, with_layout
 
 try:
     import xentc
@@ -50,9 +50,6 @@ def _torch_single_thread():
     yield
     torch.set_num_threads(before)
 
-
-# Every test here runs once per instruction set this CPU supports (conftest.every_isa).
-pytestmark = pytest.mark.usefixtures("every_isa")
 
 IMPLS = [
     "reference",
@@ -188,28 +185,53 @@ def _sample_weights(rng, batch):
     return s
 
 
+# The options against torch pairwise (strategies.pairwise: every pair of option values in at
+# least one case, ~10 cases instead of the 384 of the full product), for each implementation
+# and dtype. Three-way interactions are the reference sweep's business (test_reference.py).
+OPTION_CASES = pairwise(
+    {
+        "target_kind": ["index", "prob"],
+        "weighted": [False, True],
+        "sample_weighted": [False, True],
+        "ignored": [False, True],
+        "reduction": list(REDUCTIONS),
+        "label_smoothing": [0.0, 0.1],
+        "z_loss": [0.0, 1e-3],
+        "shape": [(9, 13), (2, 5, 13)],
+    }
+)
+
+
+def _case_id(case):
+    return "-".join(
+        [
+            case["target_kind"],
+            "w" if case["weighted"] else "no-w",
+            "sw" if case["sample_weighted"] else "no-sw",
+            "ignored-rows" if case["ignored"] else "all-rows",
+            case["reduction"],
+            f"ls{case['label_smoothing']}",
+            f"z{case['z_loss']}",
+            "BTC" if len(case["shape"]) == 3 else "NC",
+        ]
+    )
+
+
 @pytest.mark.parametrize("impl", IMPLS)
-@pytest.mark.parametrize("shape", [(9, 13), (2, 5, 13)], ids=["NC", "BTC"])
-@pytest.mark.parametrize("z_loss", [0.0, 1e-3], ids=["z0", "z1e-3"])
-@pytest.mark.parametrize("label_smoothing", [0.0, 0.1], ids=["ls0", "ls0.1"])
-@pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("ignored", [False, True], ids=["all-rows", "ignored-rows"])
-@pytest.mark.parametrize("sample_weighted", [False, True], ids=["no-sw", "sw"])
-@pytest.mark.parametrize("weighted", [False, True], ids=["no-w", "w"])
-@pytest.mark.parametrize("target_kind", ["index", "prob"])
-def test_matches_torch(
-    target_kind,
-    weighted,
-    sample_weighted,
-    ignored,
-    reduction,
-    label_smoothing,
-    z_loss,
-    shape,
-    impl,
-    dtype,
-    rng,
-):
+@pytest.mark.parametrize("case", OPTION_CASES, ids=[_case_id(c) for c in OPTION_CASES])
+def test_matches_torch(case, impl, dtype, rng):
+    target_kind, weighted, sample_weighted, ignored = (
+        case["target_kind"],
+        case["weighted"],
+        case["sample_weighted"],
+        case["ignored"],
+    )
+    reduction, label_smoothing, z_loss, shape = (
+        case["reduction"],
+        case["label_smoothing"],
+        case["z_loss"],
+        case["shape"],
+    )
     batch, c = shape[:-1], shape[-1]
     # (B, T, C) arrives in a transposed layout (B and T swapped in memory): torch sees the
     # permuted view of the same values.

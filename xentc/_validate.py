@@ -236,17 +236,27 @@ def check_logit_transform(softcap, logit_scale):
     return cap, scale
 
 
+def check_label_smoothing(label_smoothing):
+    label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
+    return label_smoothing
+
+
+def check_z_loss(z_loss):
+    z_loss = _real_scalar(z_loss, "z_loss")
+    if not (math.isfinite(z_loss) and z_loss >= 0.0):
+        raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
+    return z_loss
+
+
 def check_options(
     reduction, ignore_index, label_smoothing, z_loss, n_threads, softcap=None, logit_scale=1.0
 ):
     reduction = check_reduction(reduction)
     ignore_index = check_ignore_index(ignore_index)
-    label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
-    z_loss = _real_scalar(z_loss, "z_loss")
-    if not (math.isfinite(z_loss) and z_loss >= 0.0):
-        raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
+    label_smoothing = check_label_smoothing(label_smoothing)
+    z_loss = check_z_loss(z_loss)
     cap, scale = check_logit_transform(softcap, logit_scale)
     return Options(
         reduction, ignore_index, label_smoothing, z_loss, check_n_threads(n_threads), cap, scale
@@ -630,10 +640,7 @@ def _shard_sample_weight(sample_weight, lead_shape):
     if sample_weight is None:
         return None
     s = np.asarray(sample_weight)
-    if s.dtype.kind != "f":
-        raise TypeError(f"sample_weight must be a floating array; got dtype {s.dtype}")
-    if s.shape != lead_shape:
-        raise ValueError(f"sample_weight must have the rows' shape {lead_shape}; got {s.shape}")
+    check_sample_weight_meta(s.dtype, s.shape, lead_shape)
     rows_weight = _rows_vector(s, np.float64)
     scan_sample_weight(rows_weight)
     return rows_weight
@@ -675,9 +682,7 @@ def plan_shard(
             f"{n_classes}); got class_offset={class_offset}"
         )
     ignore_index = check_ignore_index(ignore_index)
-    label_smoothing = _real_scalar(label_smoothing, "label_smoothing")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1]; got {label_smoothing!r}")
+    label_smoothing = check_label_smoothing(label_smoothing)
     n_threads = check_n_threads(n_threads)
     kernel_arr = _kernel_ready(arr)
     class_weight = _check_shard_weight(weight, kernel_arr, class_offset, n_classes)
@@ -736,9 +741,7 @@ def plan_combine(stats, sample_weight, reduction, z_loss):
         if not np.array_equal(s.counted, first.counted):
             raise ValueError("stats must come from the same targets; the ignored rows differ")
     reduction = check_reduction(reduction)
-    z_loss = _real_scalar(z_loss, "z_loss")
-    if not (math.isfinite(z_loss) and z_loss >= 0.0):
-        raise ValueError(f"z_loss must be finite and >= 0; got {z_loss!r}")
+    z_loss = check_z_loss(z_loss)
     return shards, _shard_sample_weight(sample_weight, first.lead_shape), reduction, z_loss
 
 
