@@ -20,6 +20,7 @@ Every build writes xentc/_build_info.py beside the extension (build_ext_with_rec
 compiler, its version and each part's flags, for xentc.show_config().
 """
 
+import concurrent.futures
 import os
 import pprint
 import shlex
@@ -333,7 +334,15 @@ class build_clib_fresh(build_clib):
             archive = os.path.join(self.build_clib, self.compiler.library_filename(name))
             if os.path.exists(archive):
                 os.remove(archive)
-        super().build_libraries(libraries)
+        # The instruction-set libraries are independent and each takes seconds to compile: one
+        # thread per library, as many at once as the cores allow (each waits on its compiler
+        # process; setuptools' own checks and archiving stay per library).
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        build_one = super().build_libraries
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, cores or 1)) as pool:
+            done = [pool.submit(build_one, [library]) for library in libraries]
+            for future in done:
+                future.result()
 
 
 class build_ext_with_record(build_ext):

@@ -10,7 +10,6 @@ dtypes and shapes (the inputs are poisoned so that computing them fails the test
 values.
 """
 
-import importlib.util
 import math
 import subprocess
 import sys
@@ -28,11 +27,6 @@ from test_errors import COMMON, GRAD_OUTPUT
 
 import xentc
 import xentc.dask as xd
-
-HAVE_SHARDS = importlib.util.find_spec("xentc._dask_shards") is not None
-NEEDS_SHARDS = pytest.mark.skipif(
-    not HAVE_SHARDS, reason="class-chunked logits need xentc._dask_shards, not in this build"
-)
 
 # (id, logits shape, row chunks, class chunk). Row chunks cover the leading axes; a class chunk
 # of -1 keeps each row's classes in one block, any other splits them (vocabulary shards, handed
@@ -53,7 +47,7 @@ MANY_BLOCKS = ("many-blocks", (200, 9), (7,), -1)
 
 def _layout_params():
     return [pytest.param(*lay, id=lay[0]) for lay in LAYOUTS] + [
-        pytest.param(*lay, id=lay[0], marks=NEEDS_SHARDS) for lay in CLASS_LAYOUTS
+        pytest.param(*lay, id=lay[0]) for lay in CLASS_LAYOUTS
     ]
 
 
@@ -326,12 +320,11 @@ OTHER_SCHEDULERS = [
     ("many-blocks", "probs-weight-sample_weight", "mean"),
     ("rows-even", "all-ignored", "mean"),
 ]
-if HAVE_SHARDS:
-    OTHER_SCHEDULERS += [
-        ("class-chunks", "weight-ignored-block-smoothing", "mean"),
-        ("rows-and-classes-3d", "probs-weight-sample_weight", "none"),
-        ("rows-and-classes-3d", "sample_weight-zloss-custom-ignore", "sum"),
-    ]
+OTHER_SCHEDULERS += [
+    ("class-chunks", "weight-ignored-block-smoothing", "mean"),
+    ("rows-and-classes-3d", "probs-weight-sample_weight", "none"),
+    ("rows-and-classes-3d", "sample_weight-zloss-custom-ignore", "sum"),
+]
 
 
 def _graphs(rng):
@@ -503,12 +496,3 @@ def test_unknown_chunk_sizes():
     x = x[x[:, 0] == 0]
     with pytest.raises(ValueError, match="logits must have known chunk sizes"):
         xd.cross_entropy(x, np.zeros(6, np.int64))
-
-
-@pytest.mark.skipif(
-    HAVE_SHARDS, reason="this build has xentc._dask_shards (class-chunked logits are tested above)"
-)
-def test_class_chunks_without_shards_module():
-    x = da.zeros((4, 10), chunks=(2, 5))
-    with pytest.raises(NotImplementedError, match="class axis"):
-        xd.cross_entropy(x, np.zeros(4, np.int64))

@@ -459,16 +459,8 @@ def _class_chunked(logits, c, options, return_lse, with_grad):
             f"{logits.chunks[-1]} (rechunk the logits: logits.rechunk({{-1: -1}}))"
         )
     options = {k: v for k, v in options.items() if k not in ("softcap", "logit_scale")}
-    try:
-        from ._dask_shards import cross_entropy_blocks
-    except ModuleNotFoundError as exc:
-        if exc.name != __package__ + "._dask_shards":
-            raise
-        raise NotImplementedError(
-            f"logits chunked along the class axis (chunks {logits.chunks[-1]}) need "
-            "xentc._dask_shards, which this build of xentc lacks; rechunk the logits to one "
-            "chunk along the classes (logits.rechunk({-1: -1}))"
-        ) from None
+    from ._dask_shards import cross_entropy_blocks
+
     kwargs = dict(options, weight=c.weight, sample_weight=c.sample_weight)
     if with_grad:
         kwargs["grad_output"] = c.grad_output
