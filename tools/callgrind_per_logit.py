@@ -54,6 +54,7 @@ def count(name, isa, python):
     """Instructions inside xc_xent_* during the case's second call."""
     rows, classes, dtype, _ = CASES[name]
     suffix = "f32" if dtype == "float32" else "f64"
+    symbol = {"baseline": "base"}.get(isa, isa)  # XENTC_ISA=baseline runs xc_xent_*_base
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "callgrind.out")
         env = dict(os.environ, XENTC_ISA=isa, PYTHONMALLOC="malloc", OMP_NUM_THREADS="1")
@@ -62,7 +63,7 @@ def count(name, isa, python):
                 "valgrind",
                 "--tool=callgrind",
                 "--collect-atstart=no",
-                f"--toggle-collect=xc_xent_{suffix}_{isa}",
+                f"--toggle-collect=xc_xent_{suffix}_{symbol}",
                 f"--callgrind-out-file={out}",
                 python,
                 os.path.abspath(__file__),
@@ -78,6 +79,8 @@ def count(name, isa, python):
         with open(out) as f:
             text = f.read()
     total = int(re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M).group(1))
+    if total == 0:
+        raise SystemExit(f"{name}: nothing counted in xc_xent_{suffix}_{symbol} (XENTC_ISA={isa})")
     # two calls were counted (the warm-up too: toggling is per entry), so halve
     return total / 2, rows, classes
 
