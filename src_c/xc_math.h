@@ -6,8 +6,8 @@
  *
  *   exp(x) = 2^n * exp(r),  n = round(x / ln 2),  r = x - n ln 2 (ln 2 split in a high part with
  *   trailing zero bits, so n * LN2_HI is exact, and a low part),  |r| <= ln(2)/2,
- *   exp(r) by a minimax polynomial of degree 6 (float: 3.1e-9 relative, see xc_expf_core) or its
- *   Taylor series to r^13 (double: 4e-19, evaluated as (1 + r) + r^2 q(r), q by Estrin's scheme),
+ *   exp(r) by a minimax polynomial of degree 6 (float: 3.1e-9 relative, see xc_expf_core) or 11
+ *   (double: 3.7e-18, see xc_exp_core), both evaluated as r + r^2 q(r), q by Horner's scheme,
  *   2^n built from its exponent bits.
  *
  * Domain: the kernels only take exp of z - max <= 0 (a row with a non-finite max, where the
@@ -20,8 +20,8 @@
  *
  * Accuracy over 10^7 uniform arguments of the whole normal-result domain, against NumPy's
  * float64 exp: at most 1.00 ulp for float (0.98 baseline, 1.00 AVX2 and AVX-512; mean 0.27);
- * for double, against long double, at most 1.03 ulp (mean 0.27), on the baseline, AVX2 and
- * AVX-512 builds alike
+ * for double, against long double, at most 1.00 ulp (mean 0.27; tools/exp_accuracy.c), on the
+ * baseline and AVX2 builds alike (1.03 with the Taylor series of degree 13 before it)
  * (tests/test_build.py::test_exp_accuracy asserts <= 2 ulp under each). */
 #ifndef XC_MATH_H
 #define XC_MATH_H
@@ -82,17 +82,28 @@ XC_FORCE_INLINE double xc_exp_core(double x)
     double n = t - XC_F64_SHIFTER;
     double r = x - n * 0.6931471803691238; /* LN2_HI: 0x1.62e42fee00000p-1 */
     r = r - n * 1.9082149292705877e-10;    /* LN2_LO */
-    /* exp(r) - 1 = r + r^2 q(r), q = sum_{k=2..13} r^(k-2) / k! by Estrin's scheme (a dependency
-     * chain 5 operations deep where Horner's would be 12), and 2^n + 2^n (exp(r) - 1) in one FMA
-     * as in xc_expf_core, where 1 + r apart and a separate multiply by 2^n took two operations
-     * more (callgrind, AVX2, (64, 32000) float64: forward 12.47 -> 11.96 instructions per logit)
-     * and were less accurate (max 1.28 ulp, mean 0.35, against long double; now 1.03, 0.27) */
-    const double r2 = r * r, r4 = r2 * r2, r8 = r4 * r4;
-    const double q01 = 0.5 + r * (1.0 / 6.0), q23 = 1.0 / 24.0 + r * (1.0 / 120.0);
-    const double q45 = 1.0 / 720.0 + r * (1.0 / 5040.0), q67 = 1.0 / 40320.0 + r * (1.0 / 362880.0);
-    const double q89 = 1.0 / 3628800.0 + r * (1.0 / 39916800.0);
-    const double q1011 = 1.0 / 479001600.0 + r * (1.0 / 6227020800.0);
-    const double q = ((q01 + r2 * q23) + r4 * (q45 + r2 * q67)) + r8 * (q89 + r2 * q1011);
+    /* exp(r) - 1 = r + r^2 q(r), q of degree 9 by Horner's scheme, its coefficients the minimax
+     * fit of tools/fit_exp.py (relative error 3.7e-18 on |r| <= ln(2)/2, a 30th of the last
+     * bit's 1.1e-16). The Taylor series it replaces needed q of degree 11 for the same accuracy,
+     * and Estrin's scheme 3 more operations for the powers r^4, r^8 and the pairs' sums: 12
+     * vector operations for the polynomial now, 16 then. The longer chain (10 dependent
+     * operations from r, not 6) the row loops do not feel, as for the float exp: they keep several
+     * lane groups in flight and are limited by the count of operations (tools/callgrind_per_logit.py,
+     * AVX2, (64, 32000) float64: forward 12.15 -> 9.69 instructions per logit, loss+gradient
+     * 15.15 -> 12.88); as accurate (max 1.03 -> 1.00 ulp, mean 0.27 both, against long double:
+     * the note at the top). 2^n + 2^n (exp(r) - 1) in one FMA as in xc_expf_core, where 1 + r apart and a
+     * separate multiply by 2^n took two operations more and were less accurate. */
+    const double r2 = r * r;
+    double q = 2.5006907672022944e-08;
+    q = q * r + 2.7630215747716044e-07;
+    q = q * r + 2.7557559789050993e-06;
+    q = q * r + 2.480149311730649e-05;
+    q = q * r + 0.00019841269544282615;
+    q = q * r + 0.0013888888943744565;
+    q = q * r + 0.008333333333471448;
+    q = q * r + 0.041666666666528684;
+    q = q * r + 0.16666666666666463;
+    q = q * r + 0.5000000000000011;
     const double p = r + r2 * q;
     uint64_t bits;
     memcpy(&bits, &t, sizeof bits);

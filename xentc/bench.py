@@ -656,11 +656,31 @@ def format_torch_step(rows, markdown=False):
 def machine_info(n_threads):
     """What ran where: the CPU, cores, threads, kernels, OpenMP and the packages' versions."""
     cpu = platform.processor() or platform.machine()
+    # A VM may name its CPU only "AMD EPYC": the family and model numbers, and the L2 size (the
+    # prefetch distance and the stored terms are tuned against it), tell machines apart, so
+    # that figures from different machines are never mixed (issue 21).
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            for line in f:
+                if not line.strip():
+                    break  # the first CPU's block only
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
         pass
+    cpu = fields.get("model name", cpu)
+    if "cpu family" in fields and "model" in fields:
+        cpu += f" (family {fields['cpu family']} model {fields['model']})"
+    caches = []
+    for index, level in (("index2", "L2"), ("index3", "L3")):
+        try:
+            with open(f"/sys/devices/system/cpu/cpu0/cache/{index}/size") as f:
+                caches.append(f"{level} {f.read().strip()}")
+        except OSError:
+            pass
+    if caches:
+        cpu += ", " + " ".join(caches)
     versions = {}
     for name in ("numpy", "torch", "jax", "scikit-learn"):
         try:
