@@ -13,7 +13,7 @@ started=$SECONDS
 cc=aarch64-linux-gnu-gcc
 # setup.py's base_flags() and AARCH64_ISA_FLAGS, and OpenMP.
 base=(-O3 -fno-trapping-math -ffp-contract=fast -std=c99 -fopenmp -I"$repo/src_c")
-declare -A flags=([base]="" [neon]="-mtune=neoverse-n1" [sve]="-march=armv8.2-a+sve -mtune=neoverse-v1")
+declare -A flags=([base]="" [neon]="" [sve]="-march=armv8.2-a+sve -mtune=neoverse-v1")
 objects=()
 for isa in base neon sve; do
     for dtype in f32 f64; do

@@ -1,11 +1,12 @@
-/* kernel_check.c: a C-level check of every kernel set compiled into it, against long double
- * references, for CI's aarch64 step (tools/aarch64/ci.sh): a static program, so qemu-user runs it
- * with no arm64 root and no Python. For each set the CPU (qemu's model) supports:
+/* kernel_check.c: a C-level check of every kernel set compiled into it, against double and long
+ * double references, for CI's aarch64 step (tools/aarch64/ci.sh): a static program, so qemu-user
+ * runs it with no arm64 root and no Python. For each set the CPU (qemu's model) supports:
  *   - the fused loss, lse and gradient of xc_xent_f32 / _f64 over the three row algorithms
- *     (short rows C <= 128, whole rows, few long rows split across threads), against a long double
+ *     (short rows C <= 128, whole rows, few long rows split across threads), against a double
  *     reference: loss rtol 1e-5 (float32) / 1e-12 (float64), gradient atol 1e-6 / 1e-13;
  *   - the same calls at 1 and 3 threads: the same bits;
- *   - exp and tanh against long double over their domains: the largest error in ulp (printed:
+ *   - exp and tanh against double (float32; 2e5 points) and long double (float64; 5e4) over their
+ *     domains: the largest error in ulp (printed:
  *     the figures of docs/install.md), bounded as tests/test_build.py bounds it (2 and 3 ulp);
  *   - float16 round trips (every float16 value, and 2^20 float32 bit patterns) equal to the
  *     baseline's portable conversion, bit for bit.
@@ -111,20 +112,21 @@ static void check_xent(int f64, int64_t n, int64_t c)
     const double rtol = f64 ? 1e-12 : 1e-5, atol = f64 ? 1e-13 : 1e-6;
     double worst_loss = 0, worst_grad = 0;
     for (int64_t i = 0; i < n; i++) {
+        /* in double: its rounding (1e-16 a term, sqrt(C) of them) is far below both tolerances,
+         * and long double is software arithmetic on aarch64, slow under emulation */
         const double *row = z + i * c;
-        long double m = row[0], s = 0;
+        double m = row[0], s = 0;
         for (int64_t j = 1; j < c; j++)
             m = row[j] > m ? row[j] : m;
         for (int64_t j = 0; j < c; j++)
-            s += expl(row[j] - m);
-        const long double lse = m + logl(s);
-        const double want = (double)(lse - row[t[i]]);
+            s += exp(row[j] - m);
+        const double lse = m + log(s);
+        const double want = lse - row[t[i]];
         const double err = fabs(loss1[i] - want) / fabs(want);
         worst_loss = err > worst_loss ? err : worst_loss;
-        CHECK(fabs(lse1[i] - (double)lse) <= rtol * fabsl(lse) + atol, "lse row %lld",
-              (long long)i);
+        CHECK(fabs(lse1[i] - lse) <= rtol * fabs(lse) + atol, "lse row %lld", (long long)i);
         for (int64_t j = 0; j < c; j++) {
-            const double gw = (double)(expl(row[j] - lse) - (j == t[i]));
+            const double gw = exp(row[j] - lse) - (j == t[i]);
             const double e = fabs(g1[i * c + j] - gw);
             worst_grad = e > worst_grad ? e : worst_grad;
         }
@@ -166,7 +168,11 @@ static double max_ulp(int fn, int f64, double lo, double hi, int n)
     }
     double worst = 0;
     for (int k = 0; k < n; k++) {
-        const long double exact = fn == XC_MATH_EXP ? expl(x[k]) : tanhl(x[k]);
+        /* float32: double's exp and tanh (< 1 ulp of double) are exact enough; float64: long
+         * double */
+        const long double exact = !f64 ? (long double)(fn == XC_MATH_EXP ? exp(x[k]) : tanh(x[k]))
+                                  : fn == XC_MATH_EXP ? expl(x[k])
+                                                      : tanhl(x[k]);
         const long double a = fabsl(exact);
         int e;
         frexpl(a, &e); /* a in [2^(e-1), 2^e): an ulp is 2^(e-1-p+1) */
@@ -224,6 +230,7 @@ int main(int argc, char **argv)
         }
         xc_use_isa(name);
         result_hash = 0xCBF29CE484222325u;
+        rng_state = 0x9E3779B97F4A7C15u; /* every set sees the same inputs */
         ran++;
         printf("%s\n", name);
 #if defined(__aarch64__) && defined(__linux__)
@@ -235,9 +242,9 @@ int main(int argc, char **argv)
             for (int s = 0; s < 3; s++)
                 check_xent(f64, shapes[s][0], shapes[s][1]);
         const double e32 = max_ulp(XC_MATH_EXP, 0, -87.33, 88.376, 200000);
-        const double e64 = max_ulp(XC_MATH_EXP, 1, -708.39, 709.436, 200000);
+        const double e64 = max_ulp(XC_MATH_EXP, 1, -708.39, 709.436, 50000);
         const double t32 = max_ulp(XC_MATH_TANH, 0, -10, 10, 200000);
-        const double t64 = max_ulp(XC_MATH_TANH, 1, -10, 10, 200000);
+        const double t64 = max_ulp(XC_MATH_TANH, 1, -10, 10, 50000);
         printf("  results hash: %016llx\n", (unsigned long long)result_hash);
         printf("  ulp: exp f32 %.3f, exp f64 %.3f, tanh f32 %.3f, tanh f64 %.3f\n", e32, e64, t32,
                t64);
