@@ -72,6 +72,17 @@ wheel:  ## build the sdist and a wheel into dist/, then repair the wheel into wh
 	PATH="$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_path("scripts"))'):$$PATH" \
 	    $(PYTHON) -m auditwheel repair --wheel-dir wheelhouse dist/*.whl
 
+# aarch64 under emulation (docs/install.md, "aarch64"): needs gcc-aarch64-linux-gnu,
+# qemu-user-static and debootstrap (Debian packages; root for debootstrap). The arm64 root is made
+# once into ~/.cache/xentc-aarch64 (XENTC_ARM64_ROOT); ARGS are passed as environment settings,
+# e.g. make test-aarch64 ARGS="SVE_BITS=256 TESTS_AARCH64=tests/test_errors.py".
+.PHONY: test-aarch64 wheel-aarch64
+test-aarch64:  ## cross-build xentc for aarch64, test baseline, neon and sve (128/256/512 bits) under qemu
+	env $(ARGS) bash tools/aarch64/test.sh
+
+wheel-aarch64:  ## the aarch64 manylinux wheel: cross-built, auditwheel-repaired, installed and imported under qemu
+	env $(ARGS) bash tools/aarch64/wheel.sh
+
 # The documentation (CONTRIBUTING.md, "Documentation"): autodoc imports the installed xentc, so
 # sphinx-build runs from outside the checkout; -W: a warning fails the build.
 .PHONY: lint format

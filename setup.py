@@ -12,10 +12,13 @@ Environment switches (read at build time):
 The probes below also read CFLAGS, CPPFLAGS and LDFLAGS (and ARCHFLAGS on macOS), as the build
 itself does: that is how a libomp outside the compiler's search path is found (README, "Install").
 The build never uses -march=native: the wheel must run on every CPU of its platform. Instead the
-kernels are compiled once per instruction set and dtype (src_c/xc_{f32,f64}_{base,avx2,avx512}.c;
-the two dtypes of a set form one static library with that set's flags, the AVX ones only on x86-64
-and only where the compiler accepts the flags) and src_c/xc_dispatch.c picks the best set the CPU
-runs, at import.
+kernels are compiled once per instruction set and dtype (src_c/xc_{f32,f64}_{base,avx2,avx512}.c
+on x86-64, src_c/xc_{f32,f64}_{base,neon,sve}.c on aarch64; the two dtypes of a set form one
+static library with that set's flags, built only where the compiler accepts the flags) and
+src_c/xc_dispatch.c picks the best set the CPU runs, at import.
+  XENTC_CROSS_EMULATOR    a command that runs the target's programs (e.g. "qemu-aarch64-static
+                          -L ROOT"): the OpenMP probe runs its program through it, when the build
+                          runs under emulation without binfmt_misc (tools/aarch64/).
 Every build writes xentc/_build_info.py beside the extension (build_ext_with_record below): the
 compiler, its version and each part's flags, for xentc.show_config().
 """
@@ -101,7 +104,8 @@ def openmp_flags():
             )
             try:
                 subprocess.run(cmd, check=True, capture_output=True, timeout=120)
-                out = subprocess.run([exe], check=True, capture_output=True, timeout=60)
+                runner = shlex.split(os.environ.get("XENTC_CROSS_EMULATOR", ""))
+                out = subprocess.run([*runner, exe], check=True, capture_output=True, timeout=120)
             except (OSError, subprocess.SubprocessError):
                 continue
             if out.stdout.strip() == b"1":
@@ -135,6 +139,17 @@ ISA_FLAGS = [
 ]
 
 
+# aarch64's sets beyond the baseline (which is ARMv8.0 with Advanced SIMD, NEON, already):
+# neon: the baseline's flags, with float16 converted by NEON's FCVTL/FCVTN (src_c/xc_half.h;
+# -mtune=neoverse-n1 was tried: the same float32 loops, and 37 instead of 27 instructions per
+# float64 logit, tools/aarch64/insn_counts.py); sve: vector-length agnostic SVE (Graviton 3 and
+# 4, Grace, A64FX), every SVE CPU being ARMv8.2 or later, tuned for Neoverse V1 (Graviton 3).
+AARCH64_ISA_FLAGS = [
+    ("neon", [], []),
+    ("sve", ["-march=armv8.2-a+sve", "-mtune=neoverse-v1"], []),
+]
+
+
 def compiler_accepts(flags):
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
@@ -157,6 +172,10 @@ def is_x86_64():
     # The target's architecture, not the build machine's (platform.machine()): sysconfig honours
     # _PYTHON_HOST_PLATFORM, which cibuildwheel sets when it cross-compiles on macOS.
     return sysconfig.get_platform().rsplit("-", 1)[-1].lower() in {"x86_64", "amd64"}
+
+
+def is_aarch64():
+    return sysconfig.get_platform().rsplit("-", 1)[-1].lower() in {"aarch64", "arm64"}
 
 
 def sanitize_flags():
@@ -217,6 +236,9 @@ def kernel_libraries(omp_compile):
     sets = [("base", [], [])]
     if is_x86_64():
         sets += ISA_FLAGS
+    elif is_aarch64() and sys.platform.startswith("linux"):
+        # Linux only: src_c/xc_cpu.c reads the kernel's hwcaps; macOS arm64 keeps the baseline.
+        sets += AARCH64_ISA_FLAGS
     libraries, macros = [], []
     for name, gcc_flags, msvc_flags in sets:
         flags = msvc_flags if sys.platform == "win32" else gcc_flags

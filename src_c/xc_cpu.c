@@ -1,5 +1,6 @@
-/* xc_cpu.c: CPUID and XCR0 checks for the instruction sets of the kernel table (xc_dispatch.c).
- * Compiled at baseline flags: it runs on every CPU, before any wider code is chosen. */
+/* xc_cpu.c: CPUID and XCR0 checks (x86-64), hwcaps (aarch64), for the instruction sets of the
+ * kernel table (xc_dispatch.c). Compiled at baseline flags: it runs on every CPU, before any wider
+ * code is chosen. */
 #include "xc_cpu.h"
 
 #include <stdint.h>
@@ -63,9 +64,32 @@ int xc_cpu_has_avx512(void)
     return (xcr0() & 0xE6) == 0xE6; /* XMM, YMM, opmask, ZMM_Hi256, Hi16_ZMM state */
 }
 
-#else /* not x86: only the baseline kernels exist */
+#else /* not x86 */
 
 int xc_cpu_has_avx2(void) { return 0; }
 int xc_cpu_has_avx512(void) { return 0; }
+
+#endif
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+/* The bits of <asm/hwcap.h>, spelled out so that an older libc's headers suffice. */
+#define XC_HWCAP_FP    (1ul << 0)
+#define XC_HWCAP_ASIMD (1ul << 1)
+#define XC_HWCAP_SVE   (1ul << 22)
+
+int xc_cpu_has_neon(void)
+{
+    const unsigned long need = XC_HWCAP_FP | XC_HWCAP_ASIMD;
+    return (getauxval(AT_HWCAP) & need) == need;
+}
+
+/* The SVE kernels are vector-length agnostic: any length the kernel gives the process will do. */
+int xc_cpu_has_sve(void) { return xc_cpu_has_neon() && (getauxval(AT_HWCAP) & XC_HWCAP_SVE) != 0; }
+
+#else /* not aarch64 Linux (setup.py builds these sets there only): baseline only */
+
+int xc_cpu_has_neon(void) { return 0; }
+int xc_cpu_has_sve(void) { return 0; }
 
 #endif

@@ -8,4 +8,9 @@
 int xc_cpu_has_avx2(void);   /* AVX, AVX2, FMA; XCR0 saves SSE and AVX state */
 int xc_cpu_has_avx512(void); /* the above, AVX-512 F, DQ, BW, VL; XCR0 saves opmask and ZMM state */
 
+/* aarch64 (Linux: the kernel's hwcaps, getauxval(AT_HWCAP), which also say that the kernel saves
+ * the registers); 0 on other machines. */
+int xc_cpu_has_neon(void); /* Advanced SIMD and FP (every aarch64 CPU, checked all the same) */
+int xc_cpu_has_sve(void);  /* the above and SVE, any vector length */
+
 #endif /* XC_CPU_H */

@@ -1,7 +1,8 @@
 /* xc_dispatch.c: the kernel table and the xc_api.h entry points that forward to it.
  * Compiled at baseline flags, with the extension: it must run on every CPU. It learns which sets
- * were compiled from XC_HAVE_AVX2 / XC_HAVE_AVX512 (setup.py defines them when the compiler
- * accepted those flags), as c-blosc2's dispatcher does. */
+ * were compiled from XC_HAVE_AVX2 / XC_HAVE_AVX512 (x86-64) and XC_HAVE_NEON / XC_HAVE_SVE
+ * (aarch64): setup.py defines them when the compiler accepted those flags, as c-blosc2's
+ * dispatcher does. */
 #include "xc_dispatch.h"
 
 #include <string.h>
@@ -53,6 +54,12 @@ XC_DECLARE_ISA(avx2)
 #ifdef XC_HAVE_AVX512
 XC_DECLARE_ISA(avx512)
 #endif
+#ifdef XC_HAVE_NEON
+XC_DECLARE_ISA(neon)
+#endif
+#ifdef XC_HAVE_SVE
+XC_DECLARE_ISA(sve)
+#endif
 
 /* Best last: xc_dispatch_init takes the last entry the CPU supports. */
 static const xc_kernel_table xc_tables[] = {
@@ -62,6 +69,12 @@ static const xc_kernel_table xc_tables[] = {
 #endif
 #ifdef XC_HAVE_AVX512
     XC_TABLE("avx512", avx512, xc_cpu_has_avx512),
+#endif
+#ifdef XC_HAVE_NEON
+    XC_TABLE("neon", neon, xc_cpu_has_neon),
+#endif
+#ifdef XC_HAVE_SVE
+    XC_TABLE("sve", sve, xc_cpu_has_sve),
 #endif
 };
 #define XC_N_TABLES ((int)(sizeof xc_tables / sizeof xc_tables[0]))

@@ -1,5 +1,6 @@
 /* xc_dispatch.h: the kernel table. One set of kernels per instruction set is compiled
- * (xc_{f32,f64}_{base,avx2,avx512}.c, as setup.py's compiler allows); xc_dispatch.c chooses the
+ * (xc_{f32,f64}_{base,avx2,avx512}.c on x86-64, xc_{f32,f64}_{base,neon,sve}.c on aarch64, as
+ * setup.py's compiler allows); xc_dispatch.c chooses the
  * best set this CPU runs, once, when the extension is imported, and the xc_api.h entry points
  * forward to it. */
 #ifndef XC_DISPATCH_H
@@ -8,7 +9,7 @@
 #include "xc_api.h"
 
 typedef struct {
-    const char *name; /* "baseline" | "avx2" | "avx512": what show_config() reports */
+    const char *name; /* "baseline" | "avx2" | "avx512" | "neon" | "sve": show_config()'s names */
     int (*cpu_supports)(void);
     int (*xent_f32)(const xc_xent_args *);
     int (*xent_f64)(const xc_xent_args *);

@@ -8,7 +8,10 @@
  * xc_cpu.c requires the CPU bit before choosing them) vcvtph2ps / vcvtps2ph, 8 values at a time;
  * the baseline build converts in portable C, bit for bit as F16C does: exact widening
  * (subnormals included), narrowing rounded to nearest even, overflow to inf, NaN kept NaN with its
- * quiet bit set (payload's top bits kept). tests/test_build.py::test_half_rounding checks every
+ * quiet bit set (payload's top bits kept). The aarch64 neon and sve builds (XC_AARCH64_F16_HW,
+ * defined by their translation units) convert with FCVTL / FCVTN, 8 values at a time: Advanced
+ * SIMD has them since ARMv8.0 and rounds as F16C does (FPCR's default: to nearest even, no flush
+ * to zero, a NaN made quiet with its payload's top bits). tests/test_build.py::test_half_rounding checks every
  * float16 value and 10^6 float32 values against NumPy under each instruction set.
  * bfloat16 (the top half of a float32's bits) is the same plain C everywhere: widening is a
  * 16-bit shift, narrowing rounds to nearest even, a NaN stays a quiet NaN (it could otherwise
@@ -23,6 +26,9 @@
 
 #if defined(__F16C__)
 #include <immintrin.h>
+#elif defined(XC_AARCH64_F16_HW) && defined(__aarch64__)
+#include <arm_neon.h>
+#define XC_NEON_F16 1
 #endif
 
 /* ---- one value ------------------------------------------------------------------------------- */
@@ -92,6 +98,17 @@ XC_INLINE uint16_t xc_f32_to_bf16(float f)
 #if defined(__F16C__)
 #define XC_F16_TO_F32(h) _cvtsh_ss(h)
 #define XC_F32_TO_F16(f) ((uint16_t)_cvtss_sh((f), _MM_FROUND_TO_NEAREST_INT))
+#elif defined(XC_NEON_F16)
+XC_INLINE float xc_f16_to_f32_hw(uint16_t h)
+{
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
+}
+XC_INLINE uint16_t xc_f32_to_f16_hw(float f)
+{
+    return vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(f))), 0);
+}
+#define XC_F16_TO_F32(h) xc_f16_to_f32_hw(h)
+#define XC_F32_TO_F16(f) xc_f32_to_f16_hw(f)
 #else
 #define XC_F16_TO_F32(h) xc_f16_to_f32_soft(h)
 #define XC_F32_TO_F16(f) xc_f32_to_f16_soft(f)
@@ -112,6 +129,13 @@ XC_INLINE void xc_half_row_to_f32(int kind, const uint16_t *src, int64_t step, i
     if (step == 1)
         for (; j + 8 <= n; j += 8)
             _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + j))));
+#elif defined(XC_NEON_F16)
+    if (step == 1)
+        for (; j + 8 <= n; j += 8) {
+            const float16x8_t h = vreinterpretq_f16_u16(vld1q_u16(src + j));
+            vst1q_f32(dst + j, vcvt_f32_f16(vget_low_f16(h)));
+            vst1q_f32(dst + j + 4, vcvt_high_f32_f16(h));
+        }
 #endif
     for (; j < n; j++)
         dst[j] = XC_F16_TO_F32(src[j * step]);
@@ -134,6 +158,19 @@ XC_INLINE void xc_f32_row_to_half(int kind, const float *XC_RESTRICT src, int64_
         } else {
             uint16_t tmp[8];
             _mm_storeu_si128((__m128i *)tmp, h);
+            for (int l = 0; l < 8; l++)
+                dst[(j + l) * step] = tmp[l];
+        }
+    }
+#elif defined(XC_NEON_F16)
+    for (; j + 8 <= n; j += 8) {
+        const uint16x8_t h = vreinterpretq_u16_f16(
+            vcvt_high_f16_f32(vcvt_f16_f32(vld1q_f32(src + j)), vld1q_f32(src + j + 4)));
+        if (step == 1) {
+            vst1q_u16(dst + j, h);
+        } else {
+            uint16_t tmp[8];
+            vst1q_u16(tmp, h);
             for (int l = 0; l < 8; l++)
                 dst[(j + l) * step] = tmp[l];
         }

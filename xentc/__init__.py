@@ -48,7 +48,7 @@ from ._shards import ShardStats, ShardTotals, combine_shards, shard_grad, shard_
 
 __version__ = "0.1.0"
 
-# XENTC_ISA=baseline|avx2|avx512 narrows the instruction set chosen at import.
+# XENTC_ISA=baseline|avx2|avx512 (aarch64: baseline|neon|sve) narrows the set chosen at import.
 _apply_xentc_isa(_os.environ.get("XENTC_ISA", "").strip().lower())
 
 __all__ = [

@@ -10,7 +10,12 @@ import numpy as np
 from . import _kernels
 from ._threads import default_n_threads
 
-INSTRUCTION_SETS = ("baseline", "avx2", "avx512")  # narrowest first
+# The names XENTC_ISA takes on this machine's architecture, narrowest first (src_c/xc_dispatch.c's
+# table: x86-64 builds avx2 and avx512, aarch64 Linux neon and sve, beyond the baseline).
+if platform.machine().lower() in {"aarch64", "arm64"}:
+    INSTRUCTION_SETS = ("baseline", "neon", "sve")
+else:
+    INSTRUCTION_SETS = ("baseline", "avx2", "avx512")
 
 # _OPENMP dates of the OpenMP specifications (MSVC's /openmp reports 2.0).
 OPENMP_VERSIONS = {
