@@ -199,25 +199,39 @@ class _Problem:
 
     def backward(self, rows, g, grad_hidden, grad_weight, grad_bias):
         """From G = dL/dZ of a chunk of rows: dH = G W for those rows; dW += G^T H and
-        db += the column sums of G (grad_weight and grad_bias in the products' dtype)."""
+        db += the column sums of G (grad_weight and grad_bias in the products' dtype).
+
+        The first chunk's products go straight into dW and db (out=, no temporary and no
+        addition pass over V x D): with one chunk, the usual case below the budget, dW costs
+        its product alone; the bits are those of 0 + G^T H."""
         h = self.hidden_rows(rows)
         whole = self._widened is None
+        first = rows.start == 0
         if whole:
             np.matmul(g, self.weight, out=grad_hidden[rows])
         else:
-            dh = np.zeros(h.shape, self.dtype)
+            dh = np.empty(h.shape, self.dtype)
             part_h = np.empty_like(dh)
-        part_w = np.empty((self.block, h.shape[1]), self.dtype)
+        part_w = None if first else np.empty((self.block, h.shape[1]), self.dtype)
         for classes, w in self.weight_blocks():
             g_block = g[:, classes]
             if not whole:
-                dh += np.matmul(g_block, w, out=part_h)
-            part = part_w[: classes.stop - classes.start]
-            grad_weight[classes] += np.matmul(g_block.T, h, out=part)
+                if classes.start == 0:
+                    np.matmul(g_block, w, out=dh)
+                else:
+                    dh += np.matmul(g_block, w, out=part_h)
+            if first:
+                np.matmul(g_block.T, h, out=grad_weight[classes])
+            else:
+                part = part_w[: classes.stop - classes.start]
+                grad_weight[classes] += np.matmul(g_block.T, h, out=part)
         if not whole:
             grad_hidden[rows] = dh  # rounded to 16 bits once
         if grad_bias is not None:
-            grad_bias += g.sum(axis=0)
+            if first:
+                np.sum(g, axis=0, out=grad_bias)
+            else:
+                grad_bias += g.sum(axis=0)
 
     def chunk_options(self, rows):
         s = None if self.sample_weight is None else self.sample_weight[rows]
