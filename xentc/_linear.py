@@ -41,10 +41,14 @@ from ._validate import (
     plan_cross_entropy,
 )
 
-# The default budget of the chunk of logits: large enough that each chunk's matrix product
-# reads the weight (V x D) once for hundreds of rows (the products stay compute bound), small
-# beside the N x V it replaces.
-DEFAULT_CHUNK_BYTES = 256 * 2**20
+# The default budget of the chunk of logits, and the fewest rows it gives unless chunk_bytes is
+# set. The memory targets of issue 19 (peak extra memory 8x below F.linear + F.cross_entropy)
+# want a small chunk; the BLAS wants rows: each chunk's products read the whole weight, and
+# NumPy's OpenBLAS (2 AVX2 cores) ran H_c W^T at 17-34 GFLOP/s with 32-64 rows against 40-79
+# with 256-1024, and G_c W (M = rows, K = V) slower still below 256 rows. 32 MiB is 262 rows of
+# 32000 float32 classes; at 128256 classes the 256-row floor makes it 125 MiB.
+DEFAULT_CHUNK_BYTES = 32 * 2**20
+DEFAULT_MIN_ROWS = 256
 # Classes per block of the weight: dW[block] += G_c[:, block]^T H_c needs a temporary of that many
 # rows of D (NumPy's matmul has no beta = 1 of BLAS's gemm), and 16-bit weights are widened to
 # float32 a block at a time. NumPy's OpenBLAS (2 threads, AVX2) ran the products of 2048-class
@@ -87,7 +91,8 @@ def _check_operands(hidden, weight, bias):
 
 def _chunk_rows(chunk_bytes, n_classes, itemsize, n_rows):
     if chunk_bytes is None:
-        chunk_bytes = DEFAULT_CHUNK_BYTES
+        rows = max(DEFAULT_MIN_ROWS, DEFAULT_CHUNK_BYTES // (n_classes * itemsize))
+        return max(1, min(n_rows, rows))
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, (int, np.integer)):
         raise TypeError(f"chunk_bytes must be an int; got {chunk_bytes!r}")
     if chunk_bytes < n_classes * itemsize:
@@ -326,7 +331,8 @@ def linear_cross_entropy(
         As in `cross_entropy`, applied to the logits.
     chunk_bytes : int, optional
         The budget of the buffer of logits (``rows x V``, float32 for 16-bit operands); default
-        ``DEFAULT_CHUNK_BYTES`` (256 MiB). At least one row.
+        ``DEFAULT_CHUNK_BYTES`` (32 MiB) or ``DEFAULT_MIN_ROWS`` (256) rows, whichever is
+        more. At least one row.
 
     Returns
     -------
