@@ -296,3 +296,13 @@ def test_default_chunk_is_32_mib_or_256_rows():
     assert _linear._chunk_rows(None, 128256, 4, 100) == 100
     # an explicit budget is kept to, below the floor too
     assert _linear._chunk_rows(2 * 128256 * 4, 128256, 4, 10**6) == 2
+
+
+def test_bfloat16_widening_is_exact_for_every_bit_pattern():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 comes from ml_dtypes")
+    from xentc import _linear
+
+    every = np.arange(2**16, dtype=np.uint16).view(ml_dtypes.bfloat16)
+    widened = np.empty(every.shape, np.float32)
+    _linear._widen(every, widened)
+    np.testing.assert_array_equal(widened.view(np.uint32), every.astype(np.float32).view(np.uint32))

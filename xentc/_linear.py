@@ -35,6 +35,7 @@ import numpy as np
 from . import _api
 from ._typing import ArrayLike, Loss, LossLse, Reduction
 from ._validate import (
+    HALF_BF16,
     check_grad_output,
     half_kind,
     mean_denominator,
@@ -54,6 +55,17 @@ DEFAULT_MIN_ROWS = 256
 # float32 a block at a time. NumPy's OpenBLAS (2 threads, AVX2) ran the products of 2048-class
 # blocks 1.2-1.6x slower than whole ones, 8192-class blocks at the whole ones' speed.
 WEIGHT_BLOCK = 8192
+
+
+def _widen(src, dst):
+    """dst (float32) = src (float16 or bfloat16), exactly. A bfloat16 is the high half of the
+    float32 of the same value (NaN payloads included), so its widening is a 16-bit shift of the
+    bits: 1.8x faster than ml_dtypes' cast (3.5 against 6.2 ms for 8M elements here), and the
+    weight is widened once per chunk and pass."""
+    if half_kind(src.dtype) == HALF_BF16:
+        np.left_shift(src.view(np.uint16), 16, out=dst.view(np.uint32), dtype=np.uint32)
+    else:
+        dst[...] = src
 
 
 def _check_operands(hidden, weight, bias):
@@ -186,7 +198,7 @@ class _Problem:
                 yield classes, self.weight[classes]
             else:
                 widened = self._widened[: classes.stop - classes.start]
-                widened[...] = self.weight[classes]
+                _widen(self.weight[classes], widened)
                 yield classes, widened
 
     def logits(self, rows, buffer):
