@@ -287,12 +287,12 @@ def test_dask_over_row_chunks(rng, reduction):
         xd.linear_cross_entropy(da.from_array(hidden, chunks=(7, 16)), weight, target[:-1])
 
 
-def test_default_chunk_is_32_mib_or_256_rows():
+def test_default_chunk_is_128_mib_or_1024_rows():
     from xentc import _linear
 
-    # 32 MiB of float32 logits of 32000 classes: 262 rows; of 128256 classes, the 256-row floor
-    assert _linear._chunk_rows(None, 32000, 4, 10**6) == 262
-    assert _linear._chunk_rows(None, 128256, 4, 10**6) == 256
+    # 128 MiB of float32 logits of 32000 classes: 1048 rows; of 128256 classes, the 1024-row floor
+    assert _linear._chunk_rows(None, 32000, 4, 10**6) == 1048
+    assert _linear._chunk_rows(None, 128256, 4, 10**6) == 1024
     assert _linear._chunk_rows(None, 128256, 4, 100) == 100
     # an explicit budget is kept to, below the floor too
     assert _linear._chunk_rows(2 * 128256 * 4, 128256, 4, 10**6) == 2
