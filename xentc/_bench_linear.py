@@ -318,8 +318,22 @@ def warm_up(contenders, dtypes, n_threads):
 
 
 def run(workloads, dtypes, n_threads, repeats, budget_s=BUDGET_S, max_call_s=None, progress=None):
-    """The section's rows: every contender, dtype and pass of every workload."""
+    """The section's rows: every contender, dtype and pass of every workload. torch's thread
+    count (torch.set_num_threads is also the process's OpenMP limit, which xentc's default
+    n_threads follows) is put back as it was."""
     missing = torch_missing()
+    if missing:
+        return _run(workloads, dtypes, n_threads, repeats, budget_s, max_call_s, progress, missing)
+    import torch
+
+    saved = torch.get_num_threads()
+    try:
+        return _run(workloads, dtypes, n_threads, repeats, budget_s, max_call_s, progress, missing)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _run(workloads, dtypes, n_threads, repeats, budget_s, max_call_s, progress, missing):
     contenders = [c for c in CONTENDERS if not (missing and c.startswith("torch"))]
     warm_up(contenders, dtypes, n_threads)
     rows = []
