@@ -226,3 +226,68 @@ def test_the_readme_holds_the_summary_block():
 
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert bench.replace_readme_summary(text, "x\n").count("x\n<!-- end of benchmark") == 1
+
+
+# ---- the fused linear + cross-entropy section (python -m xentc.bench --linear) ------------------
+
+
+def test_linear_section_quick(monkeypatch, tmp_path, capsys):
+    from xentc import _bench_linear
+
+    pytest.importorskip("ml_dtypes", reason="the bfloat16 rows need ml_dtypes")
+    # One tiny workload: the contenders, the float64 reference and the columns, not the speed.
+    monkeypatch.setattr(_bench_linear, "QUICK_WORKLOADS", [(48, 8, 300)])
+    out_json = tmp_path / "linear.json"
+    rc = bench.main(
+        ["--linear", "--quick", "--threads", "1", "--repeats", "1", "--json", str(out_json)]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "linear cross-entropy benchmark" in text and "np.matmul: 3 products" in text
+    rows = json.loads(out_json.read_text())["linear"]
+    torch_missing = _bench_linear.torch_missing()
+    by_key = {(r["dtype"], r["pass_name"], r["impl"]): r for r in rows}
+    for dtype in ("float32", "bfloat16"):
+        for pass_name in ("loss", "loss+grads"):
+            for impl in _bench_linear.CONTENDERS:
+                r = by_key[(dtype, pass_name, impl)]
+                if impl.startswith("torch") and torch_missing:
+                    assert r["skipped"] == torch_missing
+                    continue
+                assert r["skipped"] is None and r["calls"] == 1 and r["median_ms"] > 0, r
+                # xentc computes 16-bit operands in float32; torch's bfloat16 logits are bfloat16
+                bound = 1e-5 if dtype == "float32" or not impl.startswith("torch") else 3e-2
+                assert r["loss_err"] < bound, r
+                if pass_name == "loss+grads":
+                    assert r["grad_err"] < (1e-4 if dtype == "float32" else 3e-2), r
+                else:
+                    assert r["grad_err"] is None
+
+
+def test_linear_section_reference_matches_xentc_float64():
+    from xentc import _bench_linear
+
+    h, w, t = _bench_linear.make_inputs(37, 5, 301)
+    h, w = h.astype(np.float64), w.astype(np.float64)
+    loss, dh, dw = _bench_linear.reference(h, w, t)
+    want, gh, gw, _ = xentc.linear_cross_entropy_with_grad(h, w, t)
+    assert loss == pytest.approx(want, rel=1e-12)
+    np.testing.assert_allclose(dh, gh[: len(dh)], rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(dw, gw[: len(dw)], rtol=1e-10, atol=1e-15)
+
+
+def test_linear_section_says_why_a_contender_is_skipped(monkeypatch):
+    from xentc import _bench_linear
+
+    monkeypatch.setattr(_bench_linear, "torch_missing", lambda: "torch is not installed (test)")
+    rows = _bench_linear.run([(16, 4, 50)], ["float32"], 1, 1)
+    skipped = [r for r in rows if r.skipped]
+    assert {r.impl for r in skipped} == {"torch unfused", "torch reference", "torch chunked"}
+    assert all(r.skipped == "torch is not installed (test)" for r in skipped)
+    text = _bench_linear.format_table(rows)
+    assert "skipped: torch is not installed (test)" in text
+    assert _bench_linear.format_table(rows, markdown=True).startswith("| workload | dtype |")
+    # a cap on the estimated length of a call skips, saying why
+    rows = _bench_linear.run([(16, 4, 50)], ["float32"], 1, 1, max_call_s=1e-12)
+    capped = [r for r in rows if r.impl in ("xentc", "numpy+xentc unfused")]
+    assert len(capped) == 4 and all("> --linear-max-call-s 1e-12" in r.skipped for r in capped)

@@ -285,3 +285,24 @@ def test_dask_over_row_chunks(rng, reduction):
     np.testing.assert_allclose(got, want, rtol=1e-11, err_msg=f"dask, {reduction}")
     with pytest.raises(ValueError, match="target"):
         xd.linear_cross_entropy(da.from_array(hidden, chunks=(7, 16)), weight, target[:-1])
+
+
+def test_default_chunk_is_128_mib_or_1024_rows():
+    from xentc import _linear
+
+    # 128 MiB of float32 logits of 32000 classes: 1048 rows; of 128256 classes, the 1024-row floor
+    assert _linear._chunk_rows(None, 32000, 4, 10**6) == 1048
+    assert _linear._chunk_rows(None, 128256, 4, 10**6) == 1024
+    assert _linear._chunk_rows(None, 128256, 4, 100) == 100
+    # an explicit budget is kept to, below the floor too
+    assert _linear._chunk_rows(2 * 128256 * 4, 128256, 4, 10**6) == 2
+
+
+def test_bfloat16_widening_is_exact_for_every_bit_pattern():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="bfloat16 comes from ml_dtypes")
+    from xentc import _linear
+
+    every = np.arange(2**16, dtype=np.uint16).view(ml_dtypes.bfloat16)
+    widened = np.empty(every.shape, np.float32)
+    _linear._widen(every, widened)
+    np.testing.assert_array_equal(widened.view(np.uint32), every.astype(np.float32).view(np.uint32))

@@ -135,7 +135,7 @@ def linear_cross_entropy(
     z_loss, softcap, logit_scale : float
         As in `xentc.torch.cross_entropy`.
     chunk_bytes : int, optional
-        The budget of one chunk of logits (default 256 MiB).
+        The budget of one chunk of logits (default: 128 MiB or 1024 rows, whichever is more).
 
     Returns
     -------

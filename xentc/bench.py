@@ -970,7 +970,12 @@ def main(argv=None):
         "--no-torch-step", action="store_true", help="leave out the torch training step section"
     )
     parser.add_argument("--torch-step-case", help=argparse.SUPPRESS)  # one case, in a subprocess
+    from xentc import _bench_linear  # the fused linear + cross-entropy section (issue 19)
+
+    _bench_linear.add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.linear:
+        return _bench_linear.main(args)
     if args.torch_step_case:
         print(json.dumps(torch_step_case(json.loads(args.torch_step_case))))
         return 0
