@@ -549,3 +549,12 @@ def test_shard_target_dtype_named(target, match):
     with pytest.raises(ValueError, match=match) as info:
         xentc.shard_stats(block, target, class_offset=0, n_classes=C)
     assert "logits_block.shape" in str(info.value), str(info.value)
+
+
+@pytest.mark.parametrize("lse_dtype", [np.float32, "float16", "double precision", 3])
+def test_lse_dtype_must_be_none_or_float64(lse_dtype):
+    # cross_entropy's lse comes in the logits' dtype (None) or in float64, nothing else.
+    with pytest.raises(ValueError, match="lse_dtype"):
+        xentc.cross_entropy(logits_(), target_(), return_lse=True, lse_dtype=lse_dtype)
+    _, lse = xentc.cross_entropy(logits_(), target_(), return_lse=True, lse_dtype="float64")
+    assert lse.dtype == np.float64
