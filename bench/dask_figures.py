@@ -14,8 +14,7 @@ mode takes the mean loss and writes its gradient into a new .npy file beside it:
            logits read with xentc.dask.from_npy (rows chunked, each task maps the file), the
            gradient stored with dask.array.store into the .npy file (xentc.dask.to_npy: each
            task writes its own rows, no lock)
-  shards   the same with the class axis split in 4 blocks (vocabulary shards); needs
-           xentc._dask_shards, otherwise skipped with a note
+  shards   the same with the class axis split in 4 blocks (vocabulary shards)
 
 Reported per mode: wall time (the cluster's start and the workers' imports not included),
 GB/s = (bytes read + bytes written) / time = 2 x the logits' size / time, the loss, and the peak
@@ -230,14 +229,6 @@ def main(argv=None):
             elif mode in ("rows", "shards"):
                 class_chunks = -1
                 if mode == "shards":
-                    try:
-                        import xentc._dask_shards  # noqa: F401
-                    except ModuleNotFoundError:
-                        print(
-                            "shards: skipped, this xentc has no xentc._dask_shards "
-                            "(class-chunked logits)"
-                        )
-                        continue
                     class_chunks = -(-args.classes // args.shards)
                 r = run_dask(
                     logits_path,

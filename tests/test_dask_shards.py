@@ -121,6 +121,31 @@ def test_three_dimensional_rows_and_loss_only(rng):
     np.testing.assert_allclose(grad.compute(scheduler="threads"), expected, atol=1e-6)
 
 
+def test_dask_weight_and_scalar_grad_output_stay_lazy(rng):
+    # a class weight chunked unlike the logits' classes and a 0-d dask grad_output: both are
+    # rechunked or broadcast inside the graph, none computed while it is built
+    logits = rng.normal(size=(9, 40))
+    target = rng.integers(0, 40, 9)
+    weight = rng.uniform(0.5, 2.0, 40)
+    opts = dict(label_smoothing=0.1, z_loss=1e-3)
+    for reduction in ("mean", "sum"):
+        loss, grad = cross_entropy_blocks(
+            da.from_array(logits, chunks=(4, 15)),
+            da.from_array(target, chunks=5),
+            with_grad=True,
+            weight=da.from_array(weight, chunks=7),
+            grad_output=da.from_array(np.float64(-2.5)),
+            reduction=reduction,
+            **opts,
+        )
+        want_loss, want_grad = xentc.cross_entropy_with_grad(
+            logits, target, weight=weight, grad_output=-2.5, reduction=reduction, **opts
+        )
+        loss_v, grad_v = dask.compute(loss, grad, scheduler="sync")
+        np.testing.assert_allclose(float(loss_v), want_loss, rtol=1e-12)
+        np.testing.assert_allclose(grad_v, want_grad, rtol=1e-12, atol=1e-15)
+
+
 def test_mean_of_fully_ignored_row_blocks(rng):
     logits = rng.normal(size=(8, 20))
     target = rng.integers(0, 20, 8)

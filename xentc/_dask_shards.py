@@ -1,14 +1,15 @@
 """Cross-entropy of dask arrays whose class axis has more than one chunk (vocabulary shards).
 
-xentc.dask hands logits chunked along the classes to cross_entropy_blocks. The graph, per block
-of rows r and block of classes c (no task ever holds more than one block of logits):
+xentc.dask hands logits chunked along the classes to cross_entropy_blocks. The graph is built
+with da.blockwise, as xentc.dask's row-chunked graph is; per block of rows r and block of
+classes c (no task ever holds more than one block of logits):
 
     stats[r, c]  = shard_stats(logits[r, c], target[r] or target[r, c])      per block
     totals[r]    = combine_shards(stats[r, 0], stats[r, 1], ...)               per block of rows:
                    the shards' statistics merged in class order, with the rows' sample weights
-    loss         'none': totals[r].loss as one block of rows each; 'mean'/'sum': one task adds
-                   every block's (loss sum, denominator) with math.fsum (exactly rounded, so the
-                   order does not matter either) and divides
+    loss         'none': totals[r].loss, one block of rows each; 'mean'/'sum': the blocks'
+                   loss sums (and denominators) added over xentc.dask's fixed tree of exactly
+                   rounded sums, then divided
     grad[r, c]   = shard_grad(logits'[r, c], totals[r], scale)                 per block
 
 logits' is a copy of the logits' graph bound to come after every totals[r]
@@ -23,18 +24,14 @@ dask is imported here only (xentc.dask imports this module when it needs it).
 
 from __future__ import annotations
 
-import functools
-import itertools
-import math
-
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
 from dask.graph_manipulation import bind
-from dask.highlevelgraph import HighLevelGraph
 
 from ._shards import combine_shards, shard_grad, shard_stats
-from ._validate import check_float_array, check_reduction, mean_grad_scale, mean_loss
+from ._validate import check_float_array, check_reduction, mean_grad_scale
+from .dask import _CLASS, _LEAD_LETTERS, _as_dask, _mean, _tree_sum
 
 __all__ = ["cross_entropy_blocks"]
 
@@ -42,13 +39,18 @@ __all__ = ["cross_entropy_blocks"]
 # ---- what one task runs ----------------------------------------------------------------------
 
 
+def _offset(classes):
+    """The first class of a block of classes (any offset will do for a block of none)."""
+    return int(classes[0]) if classes.size else 0
+
+
 def _stats_task(
-    logits, target, weight, *, class_offset, n_classes, ignore_index, label_smoothing, n_threads
+    logits, target, weight, classes, *, n_classes, ignore_index, label_smoothing, n_threads
 ):
     return shard_stats(
         logits,
         target,
-        class_offset=class_offset,
+        class_offset=_offset(classes),
         n_classes=n_classes,
         weight=weight,
         ignore_index=ignore_index,
@@ -58,6 +60,8 @@ def _stats_task(
 
 
 def _combine_task(stats, sample_weight, *, reduction, z_loss):
+    # stats: the row block's statistics of every block of classes, in class order (the class
+    # index is contracted and concatenate=False, so dask hands them over as a list)
     return combine_shards(stats, sample_weight=sample_weight, reduction=reduction, z_loss=z_loss)
 
 
@@ -65,33 +69,24 @@ def _pick(totals, name):
     return getattr(totals, name)
 
 
-def _partial_sums(totals):
-    return totals.loss_sum, totals.denominator
+def _pick_part(totals, name, lead_ndim):
+    """One block of rows' loss sum or denominator, as a (1, ..., 1) float64 block."""
+    return np.full((1,) * lead_ndim, getattr(totals, name), dtype=np.float64)
 
 
-def _reduce(parts, *, reduction):
-    """The 'mean'/'sum' of every block of rows, as a 0-d float64 array."""
-    total = math.fsum(p[0] for p in parts)
-    if reduction == "sum":
-        return np.asarray(total, dtype=np.float64)
-    denominator = math.fsum(p[1] for p in parts)
-    return np.asarray(mean_loss(total, denominator), dtype=np.float64)
-
-
-def _mean_scale(grad_output, parts):
+def _mean_scale(denominator, grad_output):
     """grad_output / the global 'mean' denominator (0 when it is 0: an all-zero gradient, as the
     single-array call gives)."""
-    denominator = math.fsum(p[1] for p in parts)
     scale = 1.0 if grad_output is None else float(np.asarray(grad_output))
-    return mean_grad_scale(scale, denominator)
+    return np.float64(mean_grad_scale(scale, float(denominator)))
 
 
-def _grad_task(logits, target, totals, weight, grad_output, *, class_offset, n_threads):
+def _grad_task(logits, target, totals, weight, grad_output, classes, *, n_threads):
     return shard_grad(
         logits,
         target,
         totals,
-        class_offset=class_offset,
+        class_offset=_offset(classes),
         weight=weight,
         grad_output=grad_output,
         n_threads=n_threads,
@@ -101,21 +96,13 @@ def _grad_task(logits, target, totals, weight, grad_output, *, class_offset, n_t
 # ---- the graph ---------------------------------------------------------------------------------
 
 
-def _as_dask(x, chunks):
-    if isinstance(x, da.Array):
-        return x.rechunk(chunks)
-    return da.from_array(np.asarray(x), chunks=chunks)
-
-
-def _layer(name, dsk, deps, chunks, meta):
-    """A dask array over the tasks `dsk` (keys (name, *block index))."""
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=deps)
-    return da.Array(graph, name, chunks=chunks, meta=meta)
-
-
 def _objects(ndim):
-    """meta of a layer whose blocks are Python objects (never computed as an array)."""
+    """meta of an array whose blocks are Python objects (never computed as an array)."""
     return np.empty((0,) * ndim, dtype=object)
+
+
+def _dask(x, chunks):
+    return None if x is None else _as_dask(x if isinstance(x, da.Array) else np.asarray(x), chunks)
 
 
 def cross_entropy_blocks(
@@ -137,170 +124,154 @@ def cross_entropy_blocks(
 
     logits: dask array of shape (..., C), any chunks (rows too). target: class indices of
     shape logits.shape[:-1] or probabilities of logits' shape, dask or NumPy (rechunked to the
-    logits' blocks). weight: None or (C,), sliced per block of classes into the tasks (a dask
-    weight is computed when the graph is built: C values); sample_weight and, for
-    'none', grad_output: arrays of shape logits.shape[:-1]. The other options are the core
-    API's. Returns as xentc.cross_entropy / cross_entropy_with_grad do, lazily: loss ('none':
-    rows in the logits' dtype; 'mean'/'sum': a 0-d float64 array), then lse if return_lse, then
-    grad (chunked like logits) if with_grad. Target values are checked in the tasks.
+    logits' blocks). weight: None or (C,), dask or NumPy, rechunked to the blocks of classes;
+    sample_weight and, for 'none', grad_output: arrays of shape logits.shape[:-1]. The other
+    options are the core API's. Returns as xentc.cross_entropy / cross_entropy_with_grad do,
+    lazily: loss ('none': rows in the logits' dtype; 'mean'/'sum': a 0-d float64 array), then
+    lse if return_lse, then grad (chunked like logits) if with_grad. Target values are checked
+    in the tasks.
     """
     dtype = check_float_array(np.empty(0, dtype=logits.dtype), "logits").dtype
     reduction = check_reduction(reduction)
     ndim = logits.ndim
-    n_classes = logits.shape[-1]
+    lead = _LEAD_LETTERS[: ndim - 1]
+    full = lead + _CLASS
     lead_chunks = logits.chunks[:-1]
     class_chunks = logits.chunks[-1]
-    offsets = np.cumsum((0, *class_chunks))[:-1].tolist()
-    rows = list(itertools.product(*(range(len(c)) for c in lead_chunks)))
-    classes = range(len(class_chunks))
     prob = np.dtype(target.dtype).kind == "f"
-    target = _as_dask(target, logits.chunks if prob else lead_chunks)
-    t_key = (lambda t, r, c: (t.name, *r, c)) if prob else (lambda t, r, c: (t.name, *r))
-    if weight is not None:
-        weight = np.asarray(weight)  # C values: sliced into each block's task
-    w_block = [None if weight is None else weight[o : o + n] for o, n in zip(offsets, class_chunks)]
-    token = tokenize(
-        logits,
-        target,
-        weight,
-        sample_weight,
-        ignore_index,
-        reduction,
-        label_smoothing,
-        z_loss,
-        grad_output,
-        n_threads,
-        with_grad,
-        return_lse,
-    )
-
-    name = "xentc-shard-stats-" + token
-    dsk = {}
-    for r in rows:
-        for c in classes:
-            task = functools.partial(
-                _stats_task,
-                class_offset=offsets[c],
-                n_classes=n_classes,
-                ignore_index=ignore_index,
-                label_smoothing=label_smoothing,
-                n_threads=n_threads,
-            )
-            dsk[(name, *r, c)] = (task, (logits.name, *r, c), t_key(target, r, c), w_block[c])
-    stats = _layer(name, dsk, [logits, target], logits.chunks, _objects(ndim))
-
-    deps = [stats]
-    if sample_weight is not None:
-        sample_weight = _as_dask(sample_weight, lead_chunks)
-        deps.append(sample_weight)
-    name = "xentc-shard-totals-" + token
-    combine = functools.partial(
-        _combine_task, reduction="none" if reduction == "none" else "sum", z_loss=z_loss
-    )
-    dsk = {
-        (name, *r): (
-            combine,
-            [(stats.name, *r, c) for c in classes],
-            None if sample_weight is None else (sample_weight.name, *r),
-        )
-        for r in rows
-    }
-    totals = _layer(name, dsk, deps, lead_chunks, _objects(ndim - 1))
-
+    target = _dask(target, logits.chunks if prob else lead_chunks)
+    t_ind = full if prob else lead
+    weight = _dask(weight, (class_chunks,))
+    w_ind = None if weight is None else _CLASS
+    sample_weight = _dask(sample_weight, lead_chunks)
+    # each block of classes' class indices (made in the task, not carried by the graph): its
+    # tasks need the first, the block's offset
+    classes = da.arange(logits.shape[-1], chunks=(class_chunks,))
     rows_meta = np.empty((0,) * (ndim - 1), dtype=dtype)
-    out = []
+
+    stats = da.blockwise(
+        _stats_task,
+        full,
+        logits,
+        full,
+        target,
+        t_ind,
+        weight,
+        w_ind,
+        classes,
+        _CLASS,
+        meta=_objects(ndim),
+        token="xentc-shard-stats",
+        n_classes=logits.shape[-1],
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        n_threads=n_threads,
+    )
+    totals = da.blockwise(
+        _combine_task,
+        lead,
+        stats,
+        full,
+        sample_weight,
+        None if sample_weight is None else lead,
+        concatenate=False,
+        meta=_objects(ndim - 1),
+        token="xentc-shard-totals",
+        # 'mean' merges as 'sum': the blocks' sums and the global denominator are divided below
+        reduction="none" if reduction == "none" else "sum",
+        z_loss=z_loss,
+    )
+
+    def part(name):
+        parts = da.blockwise(
+            _pick_part,
+            lead,
+            totals,
+            lead,
+            name,
+            None,
+            ndim - 1,
+            None,
+            adjust_chunks=dict.fromkeys(lead, 1),
+            meta=np.empty((0,) * (ndim - 1), np.float64),
+            token=f"xentc-shard-{name}",
+        )
+        return _tree_sum(parts)
+
+    denominator = part("denominator") if reduction == "mean" else None
     if reduction == "none":
-        name = "xentc-shard-loss-" + token
-        dsk = {(name, *r): (_pick, (totals.name, *r), "loss") for r in rows}
-        out.append(_layer(name, dsk, [totals], lead_chunks, rows_meta))
+        loss = da.blockwise(
+            _pick, lead, totals, lead, "loss", None, meta=rows_meta, token="xentc-shard-loss"
+        )
     else:
-        name = "xentc-shard-sums-" + token
-        dsk = {(name, *r): (_partial_sums, (totals.name, *r)) for r in rows}
-        parts = _layer(name, dsk, [totals], lead_chunks, _objects(ndim - 1))
-        part_keys = [(parts.name, *r) for r in rows]
-        name = "xentc-shard-reduce-" + token
-        dsk = {(name,): (functools.partial(_reduce, reduction=reduction), part_keys)}
-        out.append(_layer(name, dsk, [parts], (), np.empty((), dtype=np.float64)))
+        loss = part("loss_sum")
+        if reduction == "mean":
+            loss = da.map_blocks(
+                _mean, loss, denominator, dtype=np.float64, meta=np.float64(0.0), token="xentc-mean"
+            )
+    out = [loss]
     if return_lse:
-        name = "xentc-shard-lse-" + token
-        dsk = {(name, *r): (_pick, (totals.name, *r), "lse") for r in rows}
-        out.append(_layer(name, dsk, [totals], lead_chunks, rows_meta))
-    if with_grad:
         out.append(
-            _gradient(
-                logits,
-                target,
-                prob,
-                t_key,
+            da.blockwise(
+                _pick, lead, totals, lead, "lse", None, meta=rows_meta, token="xentc-shard-lse"
+            )
+        )
+    if with_grad:
+        seed = tokenize(
+            logits,
+            target,
+            weight,
+            sample_weight,
+            ignore_index,
+            reduction,
+            label_smoothing,
+            z_loss,
+            grad_output,
+            n_threads,
+            return_lse,
+        )
+        # The second pass reads its own copy of the logits (and of probability targets, which
+        # are as large), bound to start after every block of rows is combined.
+        logits2 = bind(logits, totals, seed=seed)
+        target2 = bind(target, totals, seed=seed) if prob else target
+        go, go_ind = grad_output, None  # None or a Python scalar: passed as it is
+        if grad_output is not None and np.ndim(grad_output) > 0:
+            go, go_ind = _dask(grad_output, lead_chunks), lead
+        elif isinstance(grad_output, da.Array):
+            go_ind = ""
+        if reduction == "mean":
+            # grad_output over the global denominator, computed once; the blocks' totals ran as
+            # reduction 'sum', which scales by grad_output alone
+            go = da.blockwise(
+                _mean_scale,
+                "",
+                denominator,
+                "",
+                go,
+                go_ind,
+                meta=np.float64(0.0),
+                token="xentc-shard-scale",
+            )
+            go_ind = ""
+        out.append(
+            da.blockwise(
+                _grad_task,
+                full,
+                logits2,
+                full,
+                target2,
+                t_ind,
                 totals,
-                parts if reduction != "none" else None,
-                w_block,
-                offsets,
-                rows,
+                lead,
+                weight,
+                w_ind,
+                go,
+                go_ind,
                 classes,
-                reduction,
-                grad_output,
-                n_threads,
-                token,
-                lead_chunks,
+                _CLASS,
+                meta=np.empty((0,) * ndim, dtype=logits.dtype),
+                token="xentc-shard-grad",
+                n_threads=n_threads,
             )
         )
     return out[0] if len(out) == 1 else tuple(out)
-
-
-def _gradient(
-    logits,
-    target,
-    prob,
-    t_key,
-    totals,
-    parts,
-    w_block,
-    offsets,
-    rows,
-    classes,
-    reduction,
-    grad_output,
-    n_threads,
-    token,
-    lead_chunks,
-):
-    # The second pass reads its own copy of the logits (and of probability targets, which are
-    # as large), bound to start after every block of rows is combined.
-    logits2 = bind(logits, totals, seed=token)
-    target2 = bind(target, totals, seed=token) if prob else target
-    deps = [logits2, target2, totals]
-    go = lambda r: grad_output  # noqa: E731  a scalar, or None
-    if isinstance(grad_output, da.Array) and grad_output.ndim > 0:
-        grad_output = _as_dask(grad_output, lead_chunks)
-        deps.append(grad_output)
-        go = lambda r: (grad_output.name, *r)  # noqa: E731
-    elif isinstance(grad_output, da.Array):
-        deps.append(grad_output)
-        go = lambda r: (grad_output.name,)  # noqa: E731
-    elif grad_output is not None and np.ndim(grad_output) > 0:
-        grad_output = _as_dask(grad_output, lead_chunks)
-        deps.append(grad_output)
-        go = lambda r: (grad_output.name, *r)  # noqa: E731
-    if reduction == "mean":
-        # grad_output over the global denominator, computed once; the blocks' totals then run
-        # as reduction 'sum', which scales by grad_output alone
-        name = "xentc-shard-scale-" + token
-        dsk = {(name,): (_mean_scale, go(()), [(parts.name, *r) for r in rows])}
-        scale = _layer(name, dsk, [parts, *deps[3:]], (), _objects(0))
-        deps.append(scale)
-        go = lambda r: (scale.name,)  # noqa: E731
-    name = "xentc-shard-grad-" + token
-    dsk = {}
-    for r in rows:
-        for c in classes:
-            task = functools.partial(_grad_task, class_offset=offsets[c], n_threads=n_threads)
-            dsk[(name, *r, c)] = (
-                task,
-                (logits2.name, *r, c),
-                t_key(target2, r, c),
-                (totals.name, *r),
-                w_block[c],
-                go(r),
-            )
-    return _layer(name, dsk, deps, logits.chunks, np.empty((0,) * logits.ndim, dtype=logits.dtype))
