@@ -200,6 +200,11 @@ def sanitize_flags():
 SANITIZE_COMPILE, SANITIZE_LINK = sanitize_flags()
 
 
+# gcc/clang flags of every translation unit (base_flags() says why each). A literal, so that the
+# tools that compile the kernels outside setup.py read it from here (tools/kernel_flags.py).
+KERNEL_FLAGS = ["-O3", "-fno-trapping-math", "-ffp-contract=fast", "-std=c99"]
+
+
 def base_flags():
     if sys.platform == "win32":
         return ["/O2", "/fp:precise"]
@@ -208,7 +213,7 @@ def base_flags():
     # the FMA builds fuse the exp's multiply-adds (strict -std=c99 turns contraction off: the
     # AVX2+FMA and AVX-512 kernels had no FMA at all). No -ffast-math: NaN and inf must keep
     # their IEEE meaning (the spec's NaN-row and masked-class rules).
-    return ["-O3", "-fno-trapping-math", "-ffp-contract=fast", "-std=c99", *SANITIZE_COMPILE]
+    return [*KERNEL_FLAGS, *SANITIZE_COMPILE]
 
 
 def flags_stamp(name, flags):

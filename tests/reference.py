@@ -26,6 +26,7 @@ loss, and to a gradient scaled to a unit-size loss).
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from conftest import TOL
@@ -96,7 +97,8 @@ def _smoothed(t, eps):
 def _loss_index(row, y, w, eps, zl):
     """(1-eps) w_y (lse - z_y) + (eps/C) sum_k w_k (lse - z_k) + zl w_y lse^2."""
     c = len(row.z)
-    terms = [(1.0 - eps) * w[y] * row.nll(y), zl * w[y] * row.lse**2]
+    # zl == 0: no term at all (lse**2 overflows for 1e300 logits)
+    terms = [(1.0 - eps) * w[y] * row.nll(y), zl * w[y] * row.lse**2 if zl else 0.0]
     if eps > 0:  # torch adds the smoothing term only when label_smoothing > 0
         terms.append(eps / c * math.fsum(w[k] * row.nll(k) for k in range(c)))
     return math.fsum(terms)
@@ -443,3 +445,36 @@ def check_grad(actual, expected, dtype, scale, msg):
             equal_nan=True,
             err_msg=f"grad (scaled by {scale:.3g}): {msg}",
         )
+
+
+class Result(NamedTuple):
+    """Every output of one call, from the reference: loss as xentc returns it (a float for
+    'mean'/'sum', an array for 'none'), lse and grad (float64), and `unit`, the factor that
+    scales a gradient to a unit-size loss (unit_grad_scale)."""
+
+    loss: "float | np.ndarray"
+    lse: np.ndarray
+    grad: np.ndarray
+    unit: float
+
+
+def ref_result(logits, target, *, grad_output=None, **options):
+    """ref_cross_entropy, ref_grad and unit_grad_scale of one call, as a Result."""
+    options.setdefault("reduction", "mean")
+    loss, lse = ref_cross_entropy(logits, target, **options)
+    grad = ref_grad(logits, target, grad_output=grad_output, **options)
+    return Result(loss, lse, grad, unit_grad_scale(logits, target, options, grad_output, lse))
+
+
+def assert_close(dtype, got_loss, ref, err_msg, got_grad=None, got_lse=None):
+    """xentc's results against a Result within the spec's tolerance for `dtype` (TOL)."""
+    tol = TOL[np.dtype(dtype)]
+    np.testing.assert_allclose(
+        got_loss, ref.loss, rtol=tol["rtol"], atol=tol["atol"], err_msg=f"loss: {err_msg}"
+    )
+    if got_lse is not None:
+        np.testing.assert_allclose(
+            got_lse, ref.lse, rtol=tol["rtol"], atol=tol["atol"], err_msg=f"lse: {err_msg}"
+        )
+    if got_grad is not None:
+        check_grad(np.asarray(got_grad), ref.grad, np.asarray(got_grad).dtype, ref.unit, err_msg)

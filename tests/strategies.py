@@ -11,9 +11,10 @@ import math
 import os
 
 import numpy as np
-from conftest import thread_counts
+from conftest import TOL, thread_counts
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from reference import check_grad, check_loss, ref_cross_entropy, ref_grad, unit_grad_scale
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 INDEX_DTYPES = tuple(
@@ -317,6 +318,59 @@ def strided_out(shape, dtype, sentinel=7.0):
     outside = np.ones(buf.shape, dtype=bool)
     outside[inside] = False
     return buf[inside], lambda: bool(np.all(buf[outside] == sentinel))
+
+
+def _padding_untouched(view):
+    """For a with_layout(..., "strided") view: a check that its NaN padding is still NaN."""
+    buf = view.base
+    outside = np.ones(buf.shape, dtype=bool)
+    outside[(slice(1, None, 2),) * buf.ndim] = False
+    return lambda: bool(np.all(np.isnan(buf[outside])))
+
+
+def check_with_grad_case(case, msg):
+    """xentc.cross_entropy_with_grad on a xent_cases(with_grad=True) case, its out= as the case
+    says (none, a fresh strided view, or the logits themselves in its layout), against the
+    float64 reference: loss, lse and gradient within the spec's tolerance, the gradient in out=,
+    and nothing written outside out='s view."""
+    import xentc  # here, not at the top: the strategies serve tests that skip without xentc
+
+    dtype = case.logits.dtype
+    ref_loss, ref_lse = ref_cross_entropy(case.logits, case.target, **case.options)
+    expected = ref_grad(case.logits, case.target, **case.options, grad_output=case.grad_output)
+    logits, out, untouched = case.logits, None, None
+    if case.out_kind == "fresh":
+        out, untouched = strided_out(logits.shape, dtype)
+    elif case.out_kind == "logits":
+        logits = with_layout(case.logits, case.layout)  # a private copy, overwritten in place
+        out = logits
+        if case.layout == "strided":
+            untouched = _padding_untouched(logits)
+    loss, lse, grad = xentc.cross_entropy_with_grad(
+        logits,
+        case.target,
+        **case.options,
+        grad_output=case.grad_output,
+        out=out,
+        return_lse=True,
+        n_threads=case.n_threads,
+    )
+    check_loss(loss, ref_loss, dtype, msg, reduction=case.reduction)
+    # lse is that of the logits as passed in, also when out=logits overwrote them.
+    np.testing.assert_allclose(
+        np.asarray(lse, np.float64),
+        ref_lse,
+        rtol=TOL[dtype]["rtol"],
+        atol=TOL[dtype]["atol"],
+        err_msg=f"lse: {msg}",
+    )
+    scale = unit_grad_scale(case.logits, case.target, case.options, case.grad_output, ref_lse)
+    check_grad(grad, expected, dtype, scale, msg)
+    if out is not None:
+        assert np.shares_memory(grad, out), f"grad does not use out=; {msg}"
+        np.testing.assert_array_equal(out, grad, err_msg=f"out holds something else; {msg}")
+    if untouched is not None:
+        assert untouched(), f"out=: memory outside the view was written; {msg}"
 
 
 def confident_rows(c, y, gap, shift, dtype):

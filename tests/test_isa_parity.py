@@ -27,7 +27,7 @@ from reference import (
     ref_softmax,
     unit_grad_scale,
 )
-from strategies import SWEEP, strided_out, with_layout, xent_cases
+from strategies import SWEEP, check_with_grad_case, xent_cases
 
 import xentc
 from xentc import _kernels
@@ -53,30 +53,7 @@ def on_baseline(fn):
 @SWEEP
 @given(case=xent_cases(with_grad=True))
 def test_sweep_matches_reference(case):
-    msg = f"[{_kernels.isa_active()}] {case.describe()}"
-    dtype = case.logits.dtype
-    ref_loss, ref_lse = ref_cross_entropy(case.logits, case.target, **case.options)
-    expected = ref_grad(case.logits, case.target, **case.options, grad_output=case.grad_output)
-    logits, out = case.logits, None
-    if case.out_kind == "fresh":
-        out, _ = strided_out(logits.shape, dtype)
-    elif case.out_kind == "logits":
-        logits = out = with_layout(case.logits, case.layout)
-    loss, lse, grad = xentc.cross_entropy_with_grad(
-        logits,
-        case.target,
-        **case.options,
-        grad_output=case.grad_output,
-        out=out,
-        return_lse=True,
-        n_threads=case.n_threads,
-    )
-    check_loss(loss, ref_loss, dtype, msg, reduction=case.reduction)
-    np.testing.assert_allclose(
-        np.asarray(lse, np.float64), ref_lse, rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"]
-    )
-    scale = unit_grad_scale(case.logits, case.target, case.options, case.grad_output, ref_lse)
-    check_grad(grad, expected, dtype, scale, msg)
+    check_with_grad_case(case, f"[{_kernels.isa_active()}] {case.describe()}")
 
 
 # ---- (b) each algorithm, named ---------------------------------------------------------------

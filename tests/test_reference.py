@@ -31,10 +31,10 @@ from reference import (
 from strategies import (
     SWEEP,
     array_cases,
+    check_with_grad_case,
     confident_rows,
     describe_array,
     layout_of,
-    strided_out,
     with_layout,
     xent_cases,
 )
@@ -49,14 +49,6 @@ except ImportError as exc:  # the reference tests below still run
 
 
 needs_xentc = pytest.mark.skipif(xentc is None, reason=XENTC_MISSING)
-
-
-def _padding_untouched(view):
-    """For a with_layout(..., "strided") view: a check that its NaN padding is still NaN."""
-    buf = view.base
-    outside = np.ones(buf.shape, dtype=bool)
-    outside[(slice(1, None, 2),) * buf.ndim] = False
-    return lambda: bool(np.all(np.isnan(buf[outside])))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,45 +258,7 @@ def test_cross_entropy_matches_reference(case, return_lse):
 @SWEEP
 @given(case=xent_cases(with_grad=True))
 def test_cross_entropy_with_grad_matches_reference(case):
-    msg = case.describe()
-    dtype = case.logits.dtype
-    ref_loss, ref_lse = ref_cross_entropy(case.logits, case.target, **case.options)
-    expected = ref_grad(case.logits, case.target, **case.options, grad_output=case.grad_output)
-
-    logits, out, untouched = case.logits, None, None
-    if case.out_kind == "fresh":
-        out, untouched = strided_out(logits.shape, dtype)
-    elif case.out_kind == "logits":
-        logits = with_layout(case.logits, case.layout)  # a private copy, overwritten in place
-        out = logits
-    loss, lse, grad = xentc.cross_entropy_with_grad(
-        logits,
-        case.target,
-        **case.options,
-        grad_output=case.grad_output,
-        out=out,
-        return_lse=True,
-        n_threads=case.n_threads,
-    )
-
-    check_loss(loss, ref_loss, dtype, msg, reduction=case.reduction)
-    # lse is that of the logits as passed in, also when out=logits overwrote them.
-    np.testing.assert_allclose(
-        np.asarray(lse, np.float64),
-        ref_lse,
-        rtol=TOL[dtype]["rtol"],
-        atol=TOL[dtype]["atol"],
-        err_msg=f"lse: {msg}",
-    )
-    scale = unit_grad_scale(case.logits, case.target, case.options, case.grad_output, ref_lse)
-    check_grad(grad, expected, dtype, scale, msg)
-    if out is not None:
-        assert np.shares_memory(grad, out), f"grad does not use out=; {msg}"
-        np.testing.assert_array_equal(out, grad, err_msg=f"out holds something else; {msg}")
-    if untouched is None and case.out_kind == "logits" and case.layout == "strided":
-        untouched = _padding_untouched(logits)
-    if untouched is not None:
-        assert untouched(), f"out=: memory outside the view was written; {msg}"
+    check_with_grad_case(case, case.describe())
 
 
 _ARRAY_FNS = {

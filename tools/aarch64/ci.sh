@@ -11,9 +11,11 @@ out="${1:-$(mktemp -d)}"
 mkdir -p "$out"
 started=$SECONDS
 cc=aarch64-linux-gnu-gcc
-# setup.py's base_flags() and AARCH64_ISA_FLAGS, and OpenMP.
-base=(-O3 -fno-trapping-math -ffp-contract=fast -std=c99 -fopenmp -I"$repo/src_c")
-declare -A flags=([base]="" [neon]="" [sve]="-march=armv8.2-a+sve -mtune=neoverse-v1")
+# setup.py's flags (KERNEL_FLAGS and each set's, read by tools/kernel_flags.py), and OpenMP.
+flags_of() { python3 "$repo/tools/kernel_flags.py" "$1"; }
+read -ra base <<<"$(flags_of common)"
+base+=(-fopenmp -I"$repo/src_c")
+declare -A flags=([base]="$(flags_of base)" [neon]="$(flags_of neon)" [sve]="$(flags_of sve)")
 objects=()
 for isa in base neon sve; do
     for dtype in f32 f64; do

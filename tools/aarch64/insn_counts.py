@@ -19,21 +19,13 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BASE = ["-O3", "-fno-trapping-math", "-ffp-contract=fast", "-std=c99", "-fopenmp"]
-X86 = {
-    "base": [],
-    "avx2": ["-mavx2", "-mfma", "-mf16c"],
-    "avx512": [
-        "-mavx512f",
-        "-mavx512dq",
-        "-mavx512bw",
-        "-mavx512vl",
-        "-mfma",
-        "-mf16c",
-        "-mprefer-vector-width=512",
-    ],
-}
-ARM = {"base": [], "neon": [], "sve": ["-march=armv8.2-a+sve", "-mtune=neoverse-v1"]}
+sys.path.insert(0, os.path.join(REPO, "tools"))
+from kernel_flags import kernel_flags  # noqa: E402  setup.py's flags, one place
+
+COMMON, SETS = kernel_flags()
+BASE = [*COMMON, "-fopenmp"]
+X86 = {isa: SETS[isa] for isa in ("base", "avx2", "avx512")}
+ARM = {isa: SETS[isa] for isa in ("base", "neon", "sve")}
 
 
 def build(out, cc, sets, defines):
