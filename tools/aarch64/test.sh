@@ -10,7 +10,7 @@
 #      agnostic: one binary, whatever the CPU's length)
 # TESTS_AARCH64 replaces the module list of 4-5 (e.g. "tests/test_errors.py"); SVE_BITS the lengths.
 set -euo pipefail
-here="$(dirname "$0")"
+here="$(cd "$(dirname "$0")" && pwd)"  # absolute: the steps below change directory
 source "$here/env.sh"
 started=$SECONDS
 step() { printf '\n=== aarch64: %s (%ds)\n' "$1" $((SECONDS - started)); }

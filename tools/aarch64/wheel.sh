@@ -5,7 +5,7 @@
 # then installed by the arm64 root's pip under qemu and imported: show_config() and a loss checked
 # against NumPy in float64. Output: $work/wheelhouse.
 set -euo pipefail
-here="$(dirname "$0")"
+here="$(cd "$(dirname "$0")" && pwd)"  # absolute: the steps below change directory
 source "$here/env.sh"
 started=$SECONDS
 bash "$here/make_root.sh" "$root"
