@@ -1,12 +1,13 @@
-"""10**4 calls of every public function that computes, on its success path and on its error
+"""4000 calls of every public function that computes, on its success path and on its error
 paths, leave memory flat: tracemalloc's traced total (Python objects and NumPy buffers), the
 process's resident set (the C kernels' own malloc'd scratch rows are invisible to tracemalloc),
 and the reference count of every argument.
 
 Sizes are chosen so that a leak shows: the strided logits make every call allocate a scratch row
-of C = 1000 elements per thread (8 KB in float64: losing it would add ~80 MB of RSS over 10**4
-calls); a leaked output array, exception or argument reference would leave an object per call
-in tracemalloc's windows (the last 1000 calls: tracing makes each call ~10x slower).
+of C = 1000 elements per thread (8 KB in float64: losing it would add ~32 MB of RSS over 4000
+calls, four times RSS_SLACK); a leaked output array, exception or argument reference would leave
+an object per call in tracemalloc's windows (the last 1000 calls: tracing makes each call ~10x
+slower).
 """
 
 import gc
@@ -19,7 +20,7 @@ import pytest
 import xentc
 from xentc._config import build_info
 
-CALLS = 10**4
+CALLS = 4000
 WARMUP = 300
 RSS_SLACK = 8 << 20
 TRACED_CALLS = 1000

@@ -520,9 +520,10 @@ class TorchStepRow:
     loss_check: str
 
 
-def torch_step_dtypes():
-    """The logits dtypes of the torch training step table."""
-    return ["float32", "bfloat16"]
+def torch_step_dtypes(quick=False):
+    """The logits dtypes of the torch training step table (--quick: float32 alone; each case
+    is a fresh interpreter that imports torch, seconds apiece)."""
+    return ["float32"] if quick else ["float32", "bfloat16"]
 
 
 def torch_step_case(spec):
@@ -571,12 +572,12 @@ def torch_step_case(spec):
     return {"loss": loss, "reference": reference, "seconds": seconds, "extra_bytes": extra}
 
 
-def torch_step_rows(workload, n_threads, repeats, progress=None):
+def torch_step_rows(workload, n_threads, repeats, progress=None, quick=False):
     """The section's rows, each case in a fresh `python -m xentc.bench --torch-step-case`."""
     import subprocess
 
     rows = []
-    for dtype in torch_step_dtypes():
+    for dtype in torch_step_dtypes(quick):
         base = None
         for label, impl, inplace in TORCH_STEP_IMPLS:
             if progress:
@@ -936,7 +937,7 @@ def main(argv=None):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="shrink every workload to ~2M logits (finishes in seconds)",
+        help="shrink every workload to ~2M logits, the torch training step to float32 (seconds)",
     )
     parser.add_argument(
         "--workload",
@@ -1059,8 +1060,10 @@ def main(argv=None):
     else:
         why = None
         step_workload = quick(TORCH_STEP_WORKLOAD) if args.quick else TORCH_STEP_WORKLOAD
-        progress = Progress(3 * len(torch_step_dtypes()))
-        step_rows = torch_step_rows(step_workload, n_threads, args.repeats, progress)
+        progress = Progress(3 * len(torch_step_dtypes(args.quick)))
+        step_rows = torch_step_rows(
+            step_workload, n_threads, args.repeats, progress, quick=args.quick
+        )
         progress.close()
     print(
         "\ntorch training step: forward + backward of the mean loss (torch.autograd.grad of it "
