@@ -36,9 +36,41 @@ LAYOUTS = ("C", "F", "reversed", "strided", "transposed", "readonly")
 CLASS_COUNTS = (1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129, 255, 300)
 
 
-def with_layout(a, layout):
-    """A view with the values and shape of `a` in the given memory layout (see LAYOUTS)."""
+# Two-dimensional layouts cut from a larger buffer, each (rows, columns, buffer shape) for values
+# of shape (n, c); the buffer holds `fill` wherever the view is not, so that a read outside the
+# view poisons a result and a write outside it shows.
+def _padded_2d(layout, n, c):
+    return {
+        "rows-reversed": (slice(None, None, -1), slice(None), (n, c)),
+        "cols-reversed": (slice(None), slice(None, None, -1), (n, c)),
+        "every-other-row": (slice(None, None, 2), slice(None), (2 * n, c)),
+        "every-other-col": (slice(None), slice(None, None, 2), (n, 2 * c)),
+        "padded-rows": (slice(None), slice(1, c + 1), (n, c + 3)),
+        "step-3x2": (slice(1, None, 3), slice(None, None, -2), (3 * n, 2 * c)),
+        # the class axis with the big stride, the row axis with the small one
+        "transposed-strided": (slice(None, None, 2), slice(None), (2 * c, n)),
+    }[layout]
+
+
+PADDED_2D = (
+    "rows-reversed",
+    "cols-reversed",
+    "every-other-row",
+    "every-other-col",
+    "padded-rows",
+    "step-3x2",
+    "transposed-strided",
+)
+
+
+def with_layout(a, layout, fill=None):
+    """A view with the values and shape of `a` in the given memory layout: LAYOUTS (any ndim),
+    PADDED_2D and "misaligned" (two-dimensional `a`). "strided" and PADDED_2D views live in a
+    buffer (their .base) filled with `fill` elsewhere: NaN for floats, 0 for integers unless
+    given (an out-of-range class, say, so that a read outside the view raises)."""
     a = np.asarray(a)
+    if fill is None:
+        fill = np.nan if a.dtype.kind in "fc" else 0
     if a.ndim == 0:  # one element has one layout (np.ascontiguousarray would even make it 1-d)
         out = np.array(a)
         out.flags.writeable = layout != "readonly"
@@ -51,7 +83,6 @@ def with_layout(a, layout):
         flip = (slice(None, None, -1),) * a.ndim
         return np.ascontiguousarray(a[flip])[flip]
     if layout == "strided":
-        fill = np.nan if a.dtype.kind == "f" else 0
         buf = np.full(tuple(2 * n + 1 for n in a.shape), fill, dtype=a.dtype)
         view = buf[(slice(1, None, 2),) * a.ndim]
         view[...] = a
@@ -62,7 +93,23 @@ def with_layout(a, layout):
         out = np.array(a, order="C")
         out.flags.writeable = False
         return out
-    raise ValueError(f"unknown layout {layout!r}")
+    if a.ndim != 2:
+        raise ValueError(f"layout {layout!r} is for two-dimensional arrays; got {a.shape}")
+    if layout == "misaligned":  # one byte off the dtype's alignment, as a memmap at an odd offset
+        raw = np.zeros(a.nbytes + 1, np.uint8)
+        view = raw[1:].view(a.dtype).reshape(a.shape)
+        view[...] = a
+        assert not view.flags.aligned, "test setup: the view must be misaligned"
+        return view
+    if layout not in PADDED_2D:
+        raise ValueError(f"unknown layout {layout!r}")
+    rows, cols, shape = _padded_2d(layout, *a.shape)
+    buf = np.full(shape, fill, dtype=a.dtype)
+    if layout == "transposed-strided":
+        buf[rows, cols] = a.T
+        return buf[rows, cols].T
+    buf[rows, cols] = a
+    return buf[rows, cols]
 
 
 def layout_of(a):

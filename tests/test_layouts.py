@@ -11,6 +11,7 @@ import pytest
 import scipy.special
 from conftest import TOL
 from reference import assert_close, ref_result
+from strategies import PADDED_2D, with_layout
 
 import xentc
 
@@ -23,7 +24,7 @@ KINDS = [
     "F",
     "rows-reversed",
     "cols-reversed",
-    "both-reversed",
+    "reversed",
     "every-other-row",
     "every-other-col",
     "padded-rows",
@@ -39,35 +40,11 @@ OUT_KINDS = [k for k in KINDS if k != "misaligned"]
 
 
 def layout(values, kind):
-    """A (view, buffer) pair: `view` holds `values` in the layout `kind`, `buffer` owns the memory
-    and is NaN wherever the view is not (None when the view has no padding)."""
-    n, c = values.shape
-    if kind == "C":
-        return values.copy(), None
-    if kind == "F":
-        return np.asfortranarray(values), None
-    if kind == "misaligned":  # one byte off the dtype's alignment, as in a memmap at an odd offset
-        raw = np.zeros(values.nbytes + 1, np.uint8)
-        view = raw[1:].view(values.dtype).reshape(values.shape)
-        view[...] = values
-        assert not view.flags.aligned, "test setup: the view must be misaligned"
-        return view, None
-    rows, cols, shape = {
-        "rows-reversed": (slice(None, None, -1), slice(None), (n, c)),
-        "cols-reversed": (slice(None), slice(None, None, -1), (n, c)),
-        "both-reversed": (slice(None, None, -1), slice(None, None, -1), (n, c)),
-        "every-other-row": (slice(None, None, 2), slice(None), (2 * n, c)),
-        "every-other-col": (slice(None), slice(None, None, 2), (n, 2 * c)),
-        "padded-rows": (slice(None), slice(1, c + 1), (n, c + 3)),
-        "step-3x2": (slice(1, None, 3), slice(None, None, -2), (3 * n, 2 * c)),
-        "transposed-strided": (slice(None, None, 2), slice(None), (2 * c, n)),
-    }[kind]
-    buffer = np.full(shape, np.nan, values.dtype)
-    if kind == "transposed-strided":  # class axis has the big stride, row axis the small one
-        buffer[rows, cols] = values.T
-        return buffer[rows, cols].T, buffer
-    buffer[rows, cols] = values
-    return buffer[rows, cols], buffer
+    """A (view, buffer) pair: `view` holds `values` in the layout `kind` (strategies.with_layout),
+    `buffer` owns the memory and is NaN wherever the view is not (None when the view has no
+    padding)."""
+    view = with_layout(values, kind)
+    return view, (view.base if kind in PADDED_2D else None)
 
 
 def describe(a):
@@ -144,17 +121,8 @@ def test_logits_layout(rng, dtype, kind, options):
     assert_padding_intact(buffer, view, case)
 
 
-def _as_view(a, kind):
-    """`a` (any ndim) again: contiguous, a transposed (leading axes swapped) or a strided view."""
-    if kind == "contiguous":
-        return a.copy()
-    if kind == "transposed":
-        return np.ascontiguousarray(a.swapaxes(0, 1)).swapaxes(0, 1)
-    return np.repeat(a, 2, axis=-1)[..., ::2]
-
-
 @pytest.mark.parametrize("out_kind", ["none", "out-transposed", "out=logits"])
-@pytest.mark.parametrize("kind", ["contiguous", "transposed", "strided"])
+@pytest.mark.parametrize("kind", ["C", "transposed", "strided"])
 def test_three_dimensional(rng, dtype, kind, out_kind):
     # (B, T, C) with leading axes that may not collapse into one row step (a swapped view); the
     # per-row arrays (B, T) come in the same kind of layout. All must equal the flat (B*T, C) call.
@@ -166,7 +134,7 @@ def test_three_dimensional(rng, dtype, kind, out_kind):
     grad_output = rng.uniform(-2, 2, (b, t))
     flat = logits.reshape(-1, c)
     for reduction in REDUCTIONS:
-        view = _as_view(logits, kind)
+        view = with_layout(logits, kind)
         assert np.array_equal(view, logits), f"test setup: {kind} view must hold the logits"
         case = f"(B,T,C) {kind} {describe(view)} {out_kind} reduction={reduction}"
         rows = {"sample_weight": sample_weight, "reduction": reduction}
@@ -180,15 +148,18 @@ def test_three_dimensional(rng, dtype, kind, out_kind):
         )
         out = {
             "none": None,
-            "out-transposed": _as_view(np.zeros_like(logits), "transposed"),
+            "out-transposed": with_layout(np.zeros_like(logits), "transposed"),
             "out=logits": view,
         }[out_kind]
         loss, lse, grad = xentc.cross_entropy_with_grad(
             view,
-            _as_view(target, kind) if kind != "strided" else target,
+            with_layout(target, kind) if kind != "strided" else target,
             return_lse=True,
             out=out,
-            **{k: (_as_view(v, kind) if isinstance(v, np.ndarray) else v) for k, v in rows.items()},
+            **{
+                k: (with_layout(v, kind) if isinstance(v, np.ndarray) else v)
+                for k, v in rows.items()
+            },
         )
         assert grad.shape == (b, t, c) and lse.shape == (b, t), case
         if out is not None:
@@ -201,7 +172,7 @@ def test_three_dimensional(rng, dtype, kind, out_kind):
         np.testing.assert_array_equal(loss, want[0], err_msg=case, strict=True)
         rows.pop("grad_output", None)
         assert_same(
-            xentc.cross_entropy(_as_view(logits, kind), target, **rows),
+            xentc.cross_entropy(with_layout(logits, kind), target, **rows),
             xentc.cross_entropy(logits, target, **rows),
             case,
         )
@@ -300,14 +271,6 @@ def test_memmap_readonly_logits(rng, dtype, order, tmp_path):
     del mapped
 
 
-def _strided_1d(values, kind, pad):
-    if kind == "reversed":
-        return values[::-1].copy()[::-1]
-    buffer = np.full(2 * values.size, pad, values.dtype)
-    buffer[::2] = values
-    return buffer[::2]
-
-
 SIDE_ARGS = [("target-index", np.int64)] + [
     (arg, d)
     for arg in ("target-probs", "weight", "sample_weight", "grad_output")
@@ -315,7 +278,7 @@ SIDE_ARGS = [("target-index", np.int64)] + [
 ]
 
 
-@pytest.mark.parametrize("kind", ["every-other", "reversed"])
+@pytest.mark.parametrize("kind", ["strided", "reversed"])
 @pytest.mark.parametrize(
     "arg, arg_dtype", SIDE_ARGS, ids=[f"{a}-{np.dtype(d).name}" for a, d in SIDE_ARGS]
 )
@@ -328,10 +291,10 @@ def test_other_arguments_layout_and_dtype(rng, dtype, arg, arg_dtype, kind):
     if arg == "target-index":
         # padding is out of range: if it were read, validation would raise
         contiguous = target
-        strided = _strided_1d(target, kind, pad=C + 1000)
+        strided = with_layout(target, kind, fill=C + 1000)
     elif arg == "target-probs":
         contiguous = scipy.special.softmax(rng.standard_normal((N, C)), axis=-1).astype(arg_dtype)
-        kind_2d = "every-other-col" if kind == "every-other" else "both-reversed"
+        kind_2d = "every-other-col" if kind == "strided" else "reversed"
         strided = layout(contiguous, kind_2d)[0]
     else:
         contiguous = {
@@ -339,7 +302,7 @@ def test_other_arguments_layout_and_dtype(rng, dtype, arg, arg_dtype, kind):
             "sample_weight": rng.uniform(0, 2, N),
             "grad_output": rng.uniform(-2, 2, N),
         }[arg].astype(arg_dtype)
-        strided = _strided_1d(contiguous, kind, pad=np.nan)
+        strided = with_layout(contiguous, kind)
     assert np.array_equal(strided, contiguous) and not strided.flags.c_contiguous, (
         f"test setup: {arg} {kind} view"
     )
@@ -400,7 +363,7 @@ def test_integer_target_dtypes(rng, dtype, target_dtype):
             assert_same(
                 xentc.cross_entropy(logits, t, **kw), xentc.cross_entropy(logits, t64, **kw), case
             )
-            strided = _strided_1d(t, "every-other", pad=110)
+            strided = with_layout(t, "strided", fill=110)
             assert_same(
                 xentc.cross_entropy(logits, strided, **kw),
                 xentc.cross_entropy(logits, t64, **kw),

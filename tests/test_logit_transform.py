@@ -16,6 +16,7 @@ import pytest
 import scipy.special
 from conftest import TOL
 from reference import check_grad, check_loss, ref_cross_entropy, ref_grad, unit_grad_scale
+from strategies import with_layout
 
 import xentc
 
@@ -50,19 +51,6 @@ def make_case(shape, dtype, options, seed):
                 "grad_output": rng.uniform(-2, 2, n),
             }
     return logits, target, kw
-
-
-def with_layout(values, layout):
-    """values (N, C) held in `layout` (C order, Fortran order, every other column)."""
-    if layout in ("C", "out=logits"):
-        return values.copy()
-    if layout == "F":
-        return np.asfortranarray(values)
-    if layout == "every-other-col":
-        buf = np.full((values.shape[0], 2 * values.shape[1]), np.nan, values.dtype)
-        buf[:, ::2] = values
-        return buf[:, ::2]
-    raise AssertionError(layout)
 
 
 _REFERENCE = {}
@@ -122,7 +110,7 @@ def test_matches_reference(shape, options, transform, layout, dtype):
         loss = {"none": lambda: loss[0], "sum": lambda: loss / 2, "mean": lambda: loss}[reduction]()
         lse, grad = lse[0], grad[0] * (2 if reduction == "mean" else 1)
     else:
-        x = with_layout(logits, layout)
+        x = with_layout(logits, "C" if layout == "out=logits" else layout)
         out = x if layout == "out=logits" else None
         loss, lse, grad = xentc.cross_entropy_with_grad(x, target, return_lse=True, out=out, **kw)
         if out is not None:
