@@ -38,6 +38,10 @@ modules=(${TESTS_AARCH64:-tests/test_isa_parity.py tests/test_reference.py tests
 paths=()
 for module in "${modules[@]}"; do paths+=("$repo/$module"); done
 pytest=(-m pytest -q -p no:cacheprovider -c "$repo/pyproject.toml" --rootdir="$repo")
+# The hypothesis sweeps draw 25 examples each, as the fast tier and CI's serial build do (200 in
+# make test): under emulation each example of a sweep costs seconds. XENTC_SWEEP_EXAMPLES=200
+# runs them in full.
+export XENTC_SWEEP_EXAMPLES="${XENTC_SWEEP_EXAMPLES:-25}"
 bits=(${SVE_BITS:-512 256 128})
 step "every set, sve at ${bits[0]} bits: ${modules[*]}"
 QEMU_CPU="max,sve-default-vector-length=$((bits[0] / 8))" apy "${pytest[@]}" "${paths[@]}"
