@@ -23,6 +23,7 @@ shard's (the row's first max class), as the whole-row kernel does.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -348,26 +349,22 @@ def combine_shards(
     (array([0.4493, 2.7838]), array([2.4493, 2.7838]))
     """
     shards, sw, reduction, z_loss = plan_combine(stats, sample_weight, reduction, z_loss)
-    first = shards[0]
+    first = shards[0]  # plan_combine sorts them by class, contiguous from class 0
     n = first.max.shape[0]
     eps = first.label_smoothing
     floor = eps / first.n_classes
+    whole = functools.reduce(merge_adjacent, shards)  # the statistics of every class, as one
     with np.errstate(all="ignore"):
-        m = first.max.copy()
-        for s in shards[1:]:
-            np.maximum(m, s.max, out=m)
+        m = whole.max
         finite = np.isfinite(m)
         mf = np.where(finite, m, 0.0)
-        has_nan = np.zeros(n, dtype=bool)
-        for s in shards:
-            has_nan |= np.isnan(s.sumexp)
         if first.kind == "index":
-            merged = _merge_index(shards, m, mf, has_nan, eps, floor, z_loss)
+            merged = _finish_index(whole, mf, eps, floor, z_loss)
             counted = first.counted.copy()
         else:
-            merged = _merge_prob(shards, m, mf, eps, floor, z_loss)
+            merged = _finish_prob(whole, mf, z_loss)
             counted = np.ones(n, dtype=bool)
-        lse, row_loss, p_coef, exact_class, exact_coef, w_target = merged
+        lse, row_loss, p_coef, exact_class, exact_coef, w_target, has_nan = merged
         # rows whose max is not finite: scipy's log-sum-exp, a NaN loss (src_c/xc_row_loss.inc)
         lse = np.where(finite, lse, np.where(has_nan, np.nan, m))
         if sw is not None:
@@ -408,82 +405,109 @@ def combine_shards(
     )
 
 
-def _factor(s, m, mf):
-    """exp(max_b - M): 1 for the shards holding the row max, 0 for those at -inf."""
-    return np.where(s.max == m, 1.0, np.exp(s.max - mf))
+def merge_adjacent(a: ShardStats, b: ShardStats) -> ShardStats:
+    """The statistics of a's classes followed by b's (adjacent blocks of the same rows), as one
+    block's: the max of both, each sum rescaled to it (exactly where a block holds it, by
+    exp(max_b - max) elsewhere), the pivot of the merged range and the gap taken against the
+    merged max. Rows whose merged max is not finite add the sums unscaled: they are only read for
+    NaN (and inf) there. combine_shards folds the blocks of a row through this, in class order;
+    the fused linear head folds its class blocks as it makes them."""
+    with np.errstate(all="ignore"):
+        m = np.maximum(a.max, b.max)
+        finite = np.isfinite(m)
+        mf = np.where(finite, m, 0.0)
+        fa = np.where(a.max == m, 1.0, np.exp(a.max - mf))
+        fb = np.where(b.max == m, 1.0, np.exp(b.max - mf))
+        plain = a.sumexp + b.sumexp
+        # the mass each block's gap is weighted by: its weights (index) or w t' but the pivot's
+        mass_a, mass_b = a.weight_sum, b.weight_sum
+        if a.kind == "prob":
+            mass_a, mass_b = mass_a + a.pivot_weight, mass_b + b.pivot_weight
+        gap = a.gap + mass_a * (mf - _shift(a)) + (b.gap + mass_b * (mf - _shift(b)))
+        if a.kind == "index":
+            # the pivot is the target, in at most one block, and stays out of the sum
+            held = b.pivot >= 0
+            fields = dict(
+                sumexp=np.where(finite, a.sumexp * fa + b.sumexp * fb, plain),
+                pivot=np.where(held, b.pivot, a.pivot),
+                target_logit=np.where(held, b.target_logit, a.target_logit),
+                pivot_weight=np.where(held, b.pivot_weight, a.pivot_weight),
+                weight_sum=a.weight_sum + b.weight_sum,
+            )
+        else:
+            # the pivot is the first max class: a's when a holds the max (its classes come
+            # first), else b's; the other block's pivot joins the sums
+            a_star = finite & (a.max == m)
+            b_star = finite & ~a_star
+            pa = (a.pivot >= 0).astype(np.float64)
+            pb = (b.pivot >= 0).astype(np.float64)
+            fields = dict(
+                sumexp=np.where(
+                    a_star,
+                    a.sumexp + (b.sumexp + pb) * fb,
+                    np.where(b_star, b.sumexp + (a.sumexp + pa) * fa, plain),
+                ),
+                pivot=np.where(a_star, a.pivot, np.where(b_star, b.pivot, -1)),
+                target_logit=a.target_logit,
+                pivot_weight=np.where(
+                    a_star, a.pivot_weight, np.where(b_star, b.pivot_weight, 0.0)
+                ),
+                weight_sum=np.where(
+                    a_star,
+                    a.weight_sum + mass_b,
+                    np.where(b_star, mass_a + b.weight_sum, mass_a + mass_b),
+                ),
+            )
+    return a._replace(max=m, gap=gap, n_block=a.n_block + b.n_block, **fields)
 
 
 def _shift(s):
-    """The shift a shard's gap was taken against (ShardStats.gap)."""
+    """The shift a block's gap was taken against (ShardStats.gap)."""
     return np.where(np.isfinite(s.max), s.max, 0.0)
 
 
-def _merge_index(shards, m, mf, has_nan, eps, floor, zl):
-    """Index targets: (lse, unweighted row loss, p_coef, exact_class, exact_coef, w_y) per row.
-    The formulas are src_c/xc_row_loss.inc's finish_row, with the row's sums merged from the
-    shards."""
-    n = m.shape[0]
-    s_other = np.zeros(n)
-    zy = np.full(n, np.nan)
-    wy = np.zeros(n)
-    y = np.full(n, -1, dtype=np.int64)
-    w_sum = np.zeros(n)
-    for s in shards:
-        s_other += s.sumexp * _factor(s, m, mf)
-        held = s.pivot >= 0
-        zy = np.where(held, s.target_logit, zy)
-        wy = np.where(held, s.pivot_weight, wy)
-        y = np.where(held, s.pivot, y)
-        w_sum += s.weight_sum
-    has_y = y >= 0
-    has_nan |= has_y & np.isnan(zy)
+def _finish_index(s, mf, eps, floor, zl):
+    """Index targets, from the statistics of all of a row's classes: (lse, unweighted row loss,
+    p_coef, exact_class, exact_coef, w_y, has_nan) per row. The formulas are
+    src_c/xc_row_loss.inc's finish_row."""
+    m = s.max
+    has_y = s.pivot >= 0
+    zy = np.where(has_y, s.target_logit, np.nan)
+    wy = np.where(has_y, s.pivot_weight, 0.0)
+    y = np.where(has_y, s.pivot, -1)
+    s_other = s.sumexp
+    has_nan = np.isnan(s_other) | (has_y & np.isnan(zy))
     s_total = s_other + np.where(has_y, np.exp(zy - mf), 0.0)
     log_s = np.where(has_y & (zy == m), np.log1p(s_other), np.log(s_total))
     lse = m + log_s
     row = (1.0 - eps) * wy * ((m - zy) + log_s)
     if eps > 0.0:
-        gap = np.zeros(n)
-        for s in shards:
-            gap += s.gap + s.weight_sum * (mf - _shift(s))
-        row = row + floor * (gap + w_sum * log_s)
+        gap = s.gap + s.weight_sum * (mf - _shift(s))
+        row = row + floor * (gap + s.weight_sum * log_s)
     row = row + zl * wy * lse * lse
     row = np.where(has_y, row, 0.0)  # ignored rows; their weight makes them 0 anyway
-    p_coef_full = (1.0 - eps) * wy + floor * w_sum + 2.0 * zl * wy * lse
-    excess = floor * (w_sum - wy) + 2.0 * zl * wy * lse
+    p_coef_full = (1.0 - eps) * wy + floor * s.weight_sum + 2.0 * zl * wy * lse
+    excess = floor * (s.weight_sum - wy) + 2.0 * zl * wy * lse
     p_coef = p_coef_full / s_total
     exact_coef = excess - p_coef_full * (s_other / s_total)
-    return lse, row, p_coef, y, exact_coef, wy
+    return lse, row, p_coef, y, exact_coef, wy, has_nan
 
 
-def _merge_prob(shards, m, mf, eps, floor, zl):
-    """Probability targets: as _merge_index, split around the row's first max class (the pivot
-    of the first shard, in class order, whose max is the row's)."""
-    n = m.shape[0]
-    finite = np.isfinite(m)
-    found = np.zeros(n, dtype=bool)
-    s_other = np.zeros(n)
-    t_other = np.zeros(n)
-    t_pivot = np.zeros(n)
-    k = np.full(n, -1, dtype=np.int64)
-    gap = np.zeros(n)
-    for s in shards:
-        star = ~found & finite & (s.max == m)
-        pivot_term = (s.pivot >= 0).astype(np.float64)  # exp(max_b - max_b) = 1
-        s_other += np.where(star, s.sumexp, (s.sumexp + pivot_term) * _factor(s, m, mf))
-        t_other += np.where(star, s.weight_sum, s.weight_sum + s.pivot_weight)
-        t_pivot = np.where(star, s.pivot_weight, t_pivot)
-        k = np.where(star, s.pivot, k)
-        gap += s.gap + (s.weight_sum + s.pivot_weight) * (mf - _shift(s))
-        found |= star
+def _finish_prob(s, mf, zl):
+    """Probability targets, as _finish_index: split around the row's first max class (the
+    merged pivot)."""
+    s_other = s.sumexp
+    t_other, t_pivot = s.weight_sum, s.pivot_weight
     t_sum = t_other + t_pivot
+    gap = s.gap + t_sum * (mf - _shift(s))
     s_total = 1.0 + s_other
     log_s = np.log1p(s_other)
-    lse = m + log_s
+    lse = s.max + log_s
     row = gap + t_sum * log_s + zl * lse * lse
     p_coef_full = t_sum + 2.0 * zl * lse
     p_coef = p_coef_full / s_total
     exact_coef = t_other + 2.0 * zl * lse - p_coef_full * (s_other / s_total)
-    return lse, row, p_coef, k, exact_coef, None
+    return lse, row, p_coef, s.pivot, exact_coef, None, np.isnan(s_other)
 
 
 def _denominator(first, sw, w_target):
