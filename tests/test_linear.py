@@ -147,7 +147,8 @@ def test_nothing_counts_and_empty(rng):
     assert not dw.any() and not db.any()
 
 
-def test_bitwise_across_threads_and_close_across_chunks(rng):
+def test_bitwise_across_threads_and_close_across_chunks(rng, monkeypatch):
+    monkeypatch.setattr(xentc._linear, "KERNEL_GRAIN", 64)  # the forward's kernel threaded too
     hidden, weight, bias, target = make_problem(rng, np.float32, lead=(300,), d=64, v=1500)
     runs = {
         (n, c): xentc.linear_cross_entropy_with_grad(
@@ -194,11 +195,12 @@ def test_bitwise_across_threads_and_close_across_chunks(rng):
     ids=["none-lse", "weights-smoothing-zloss", "soft-sum", "softcap"],
 )
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
-def test_forward_bits_do_not_depend_on_chunk_or_threads(rng, dtype, options):
+def test_forward_bits_do_not_depend_on_chunk_or_threads(rng, monkeypatch, dtype, options):
     # Small integers make every logit exact whatever order a BLAS adds in, so what remains is
     # xentc's own work: the class blocks are fixed and their statistics merge in one order, so
     # the budget (rows per block, down to one) and n_threads change no bit. 2500 classes: blocks
-    # of 1024, 1024 and 452.
+    # of 1024, 1024 and 452. A kernel grain of 64 logits puts every thread to work.
+    monkeypatch.setattr(xentc._linear, "KERNEL_GRAIN", 64)
     n, d, v = 150, 16, 2500
     hidden = rng.integers(-3, 4, (n, d)).astype(dtype)
     weight = rng.integers(-2, 3, (v, d)).astype(dtype) / 4

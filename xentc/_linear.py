@@ -65,6 +65,13 @@ WEIGHT_BLOCK = 8192
 # of the blocks merge in one order, class block after class block, whatever those are.
 CLASS_BLOCK = 1024
 FORWARD_CHUNK_BYTES = 4 * 2**20
+# Logits per thread of the forward's per-block kernel (xentc.shard_stats'): one thread for a
+# block of up to this many, so one at the default budget. The kernel's pass over a block is a
+# few percent of its product's time, and the two alternate once per block (thousands of times
+# a call): on 2 cores shared with other work, an OpenMP team per block, beside OpenBLAS's
+# threads still spinning after their product, made the forward 1.5x slower (W1, 2 BLAS
+# threads, same run: 1.56x of the product's time with one kernel thread, 2.66x with two).
+KERNEL_GRAIN = 4 * 2**20
 
 
 def _widen(src, dst):
@@ -374,7 +381,7 @@ def _block_stats(problem, classes, w, buffer, hidden_buffer, blk, class_weight):
             class_weight,
             plan.ignore_index,
             plan.label_smoothing,
-            plan.n_threads,
+            max(1, min(plan.n_threads, n * n_block // KERNEL_GRAIN)),
         )
         _kernels.shard_stats(
             shard,
