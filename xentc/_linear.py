@@ -1,8 +1,23 @@
 """Fused linear + cross-entropy: a language model's loss without its N x V logits (issue 19).
 
 The logits of an output layer, `hidden @ weight.T + bias`, are N x V: 4096 tokens x 128256
-classes of float32 is 2 GB, and their gradient as much again. Here they are made one chunk of
-rows at a time, in one reused buffer of at most `chunk_bytes`:
+classes of float32 is 2 GB, and their gradient as much again.
+
+The loss alone (linear_cross_entropy) is blocked over classes and rows, as Cut Cross-Entropy
+does: blocks of CLASS_BLOCK classes outer, so each block of the weight is read once, and
+within each, blocks of as many rows as `chunk_bytes` (FORWARD_CHUNK_BYTES by default) of
+rows x CLASS_BLOCK logits hold:
+
+    per class block k, per row block r:   Z = H_r W_k^T + b_k                 (BLAS)
+                                          per-row statistics of Z (shard_stats' kernel)
+    per class block k:                    running statistics <- merged with block k's
+    at the end:                           combine_shards: loss, lse, reduction
+
+so its memory is one block of logits and O(N) statistics. The class block is fixed, so the
+statistics merge in one order whatever the budget and n_threads (_forward).
+
+With the gradients (linear_cross_entropy_with_grad) the logits are made one chunk of rows at
+a time, in one reused buffer of at most `chunk_bytes`:
 
     forward, per chunk c of rows:   Z_c = H_c W^T + b          (BLAS: NumPy's matmul)
                                     loss_c (and G_c = dL/dZ_c, written over Z_c) by xentc's
@@ -11,9 +26,11 @@ rows at a time, in one reused buffer of at most `chunk_bytes`:
                                     dW   += G_c^T H_c          (BLAS, a block of classes at a time)
                                     db   += column sums of G_c
 
-so the extra memory is the chunk buffer plus the gradients returned, and the forward-only call
-needs no gradient memory at all. Options are those of xentc.cross_entropy, applied to the logits
-of each chunk; each chunk's call is the core function itself, so semantics cannot drift.
+so the extra memory is the chunk buffer plus the gradients returned. Options are those of
+xentc.cross_entropy, applied to the logits of each chunk; each chunk's call is the core function
+itself, so semantics cannot drift. The loss alone goes through the vocabulary-shard functions
+(xentc._shards), which implement the same options on blocks of classes and are tested against
+the core.
 
 The weight gradient is a sum over chunks: its rounding depends on the chunk size (not on
 n_threads), and stays within float32 tolerance of the float64 sum.
@@ -545,9 +562,13 @@ def linear_cross_entropy(
 ) -> Loss | LossLse:
     """xentc.cross_entropy of ``hidden @ weight.T + bias`` without the N x V logits.
 
-    The logits are made one chunk of rows at a time in one reused buffer of at most
-    `chunk_bytes`, and each chunk goes through `cross_entropy` itself: the options and their
-    semantics are the core's.
+    The logits are made one block of rows and classes at a time in one reused buffer of at
+    most `chunk_bytes`: blocks of ``CLASS_BLOCK`` (1024) classes, the outer loop, so each block
+    of the weight is read once, and blocks of rows within each. Each block is reduced to per-row
+    statistics (the maximum, the sum of exponentials, the target's logit, the smoothing sums),
+    merged class block after class block as `combine_shards` merges vocabulary shards: the
+    options and their semantics are `cross_entropy`'s. The class block is fixed, so the
+    statistics merge in the same order for every `chunk_bytes` and `n_threads`.
 
     Parameters
     ----------
@@ -566,12 +587,18 @@ def linear_cross_entropy(
         projection here.
     sample_weight, ignore_index, reduction, label_smoothing, z_loss
         As in `cross_entropy`, applied to the logits.
-    softcap, logit_scale, return_lse, n_threads
+    softcap, logit_scale, return_lse
         As in `cross_entropy`, applied to the logits.
+    n_threads : int, optional
+        As in `cross_entropy`, for the kernel that reduces each block of logits; it gets one
+        thread per ``KERNEL_GRAIN`` (4 Mi) logits of a block, so one at the default budget
+        (the products run on the BLAS's own threads). The result does not depend on it.
     chunk_bytes : int, optional
-        The budget of the buffer of logits (``rows x V``, float32 for 16-bit operands); default
-        ``DEFAULT_CHUNK_BYTES`` (128 MiB) or ``DEFAULT_MIN_ROWS`` (1024) rows, whichever is
-        more. At least one row.
+        The budget of the buffer of logits: ``rows x min(V, CLASS_BLOCK)``, float32 for 16-bit
+        operands (which also widen one block of the weight and one of rows of `hidden` to
+        float32). Default ``FORWARD_CHUNK_BYTES`` (4 MiB: 1024 rows of 1024 float32 classes).
+        At least one row of all V logits (`linear_cross_entropy_with_grad`'s minimum, so that
+        one budget serves both). Besides it the call keeps about 250 bytes a row of statistics.
 
     Returns
     -------
@@ -646,9 +673,12 @@ def linear_cross_entropy_with_grad(
 ) -> tuple:
     """`linear_cross_entropy` and its gradients with respect to `hidden`, `weight`, `bias`.
 
-    Each chunk's gradient with respect to its logits is written over them and taken back
-    through the projection before the next chunk: ``dH = G W``, ``dW += G^T H``,
-    ``db += sum_rows G``.
+    The logits are made one chunk of whole rows at a time in one reused buffer of at most
+    `chunk_bytes`, and each chunk goes through `cross_entropy_with_grad` itself. Each chunk's
+    gradient with respect to its logits is written over them and taken back through the
+    projection before the next chunk: ``dH = G W``, ``dW += G^T H``, ``db += sum_rows G``.
+    The loss is computed as the core computes it, so it may differ from
+    `linear_cross_entropy`'s (blocks of classes) in the last bits.
 
     Parameters
     ----------
@@ -656,8 +686,12 @@ def linear_cross_entropy_with_grad(
         As in `linear_cross_entropy`.
     ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale
         As in `linear_cross_entropy`.
-    return_lse, chunk_bytes, n_threads
+    return_lse, n_threads
         As in `linear_cross_entropy`.
+    chunk_bytes : int, optional
+        The budget of the buffer of logits, whole rows here (``rows x V``, float32 for 16-bit
+        operands); default ``DEFAULT_CHUNK_BYTES`` (128 MiB) or ``DEFAULT_MIN_ROWS`` (1024)
+        rows, whichever is more. At least one row.
     grad_output : float or array_like, optional
         As in `cross_entropy_with_grad`: the cotangent of the loss (a scalar, or for
         ``'none'`` one per row).
