@@ -199,7 +199,7 @@ def test_forward_bits_do_not_depend_on_chunk_or_threads(rng, monkeypatch, dtype,
     # Small integers make every logit exact whatever order a BLAS adds in, so what remains is
     # xentc's own work: the class blocks are fixed and their statistics merge in one order, so
     # the budget (rows per block, down to one) and n_threads change no bit. 2500 classes: blocks
-    # of 1024, 1024 and 452. A kernel grain of 64 logits puts every thread to work.
+    # of 512 (four) and 452. A kernel grain of 64 logits puts every thread to work.
     monkeypatch.setattr(xentc._linear, "KERNEL_GRAIN", 64)
     n, d, v = 150, 16, 2500
     hidden = rng.integers(-3, 4, (n, d)).astype(dtype)
@@ -402,12 +402,12 @@ def test_dask_over_row_chunks(rng, reduction):
 def test_forward_default_budget_is_4_mib(rng):
     from xentc import _linear
 
-    assert _linear.CLASS_BLOCK == 1024 and _linear.FORWARD_CHUNK_BYTES == 4 * 2**20
-    assert _linear._forward_rows(None, 32000, 4, 10**6) == 1024
-    assert _linear._forward_rows(None, 128256, 8, 10**6) == 512
+    assert _linear.CLASS_BLOCK == 512 and _linear.FORWARD_CHUNK_BYTES == 4 * 2**20
+    assert _linear._forward_rows(None, 32000, 4, 10**6) == 2048
+    assert _linear._forward_rows(None, 128256, 8, 10**6) == 1024
     assert _linear._forward_rows(None, 500, 4, 10**6) == 4 * 2**20 // 2000  # V < the block
     assert _linear._forward_rows(None, 32000, 4, 100) == 100
-    assert _linear._forward_rows(32000 * 4, 32000, 4, 10**6) == 31  # one row of V: 31 of a block
+    assert _linear._forward_rows(32000 * 4, 32000, 4, 10**6) == 62  # one row of V: 62 of a block
     # The default forward's peak: the 4 MiB block and ~250 bytes a row; N x V would be 125 MiB.
     n, d, v = 4096, 8, 8000
     hidden = rng.standard_normal((n, d)).astype(np.float32)

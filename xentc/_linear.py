@@ -80,7 +80,7 @@ WEIGHT_BLOCK = 8192
 # within each, as many rows as FORWARD_CHUNK_BYTES (or chunk_bytes) of logits hold. The class
 # block is fixed, never derived from the budget, the rows or n_threads: the per-row statistics
 # of the blocks merge in one order, class block after class block, whatever those are.
-CLASS_BLOCK = 1024
+CLASS_BLOCK = 512
 FORWARD_CHUNK_BYTES = 4 * 2**20
 # Logits per thread of the forward's per-block kernel (xentc.shard_stats'): one thread for a
 # block of up to this many, so one at the default budget. The kernel's pass over a block is a
@@ -563,7 +563,7 @@ def linear_cross_entropy(
     """xentc.cross_entropy of ``hidden @ weight.T + bias`` without the N x V logits.
 
     The logits are made one block of rows and classes at a time in one reused buffer of at
-    most `chunk_bytes`: blocks of ``CLASS_BLOCK`` (1024) classes, the outer loop, so each block
+    most `chunk_bytes`: blocks of ``CLASS_BLOCK`` (512) classes, the outer loop, so each block
     of the weight is read once, and blocks of rows within each. Each block is reduced to per-row
     statistics (the maximum, the sum of exponentials, the target's logit, the smoothing sums),
     merged class block after class block as `combine_shards` merges vocabulary shards: the
@@ -596,7 +596,7 @@ def linear_cross_entropy(
     chunk_bytes : int, optional
         The budget of the buffer of logits: ``rows x min(V, CLASS_BLOCK)``, float32 for 16-bit
         operands (which also widen one block of the weight and one of rows of `hidden` to
-        float32). Default ``FORWARD_CHUNK_BYTES`` (4 MiB: 1024 rows of 1024 float32 classes).
+        float32). Default ``FORWARD_CHUNK_BYTES`` (4 MiB: 2048 rows of 512 float32 classes).
         At least one row of all V logits (`linear_cross_entropy_with_grad`'s minimum, so that
         one budget serves both). Besides it the call keeps about 250 bytes a row of statistics.
 
