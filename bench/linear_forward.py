@@ -7,9 +7,10 @@ row-chunked forward it replaced (whole rows, 128 MiB or 1024 rows a chunk), and 
 torch's chunked ``F.linear_cross_entropy``, called in turn, round after round, so that other
 work on the machine slows them alike. Prints the median time of the rounds, the ratio to the
 product's, and the peak extra memory of one call: the resident set's growth (as the bench
-measures it; the allocator may reuse memory an earlier call freed, so the contenders run
-smallest first) and, for NumPy's allocations, tracemalloc's peak (exact, whatever the
-allocator does).
+measures it, after one product has made OpenBLAS's buffers resident; the allocator may reuse
+memory an earlier call or workload freed, so only the first contender's figure of a process is
+clean: run one workload a process for them) and, for NumPy's allocations, tracemalloc's peak
+(exact, whatever the allocator does).
 
     python bench/linear_forward.py --rounds 3
     python bench/linear_forward.py --workloads 4096,1024,32000 --dtype bfloat16
@@ -95,6 +96,7 @@ def run(n, d, v, dtype, rounds, variants, with_torch):
     else:
         h, w = h32, w32
     z = np.zeros((n, v), np.float32)
+    np.matmul(h32, w32.T, out=z)  # OpenBLAS's buffers resident before any memory is measured
     calls = contenders(h, w, t, variants, with_torch)
     rss, traced = {}, {}
     for name, fn in calls.items():

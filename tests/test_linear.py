@@ -420,6 +420,20 @@ def test_forward_default_budget_is_4_mib(rng):
     finally:
         tracemalloc.stop()
     assert peak < 4 * 2**20 + 400 * n, f"forward with the default budget: peak {peak} B"
+    # 16-bit operands add one block of rows of hidden and one of classes of the weight, widened
+    # to float32, and nothing of the gradient path's (its 8192 x D block of the weight).
+    d = 256
+    hidden = rng.standard_normal((n, d)).astype(np.float16)
+    weight = (rng.standard_normal((v, d)) / 16).astype(np.float16)
+    rows = _linear._forward_rows(None, v, 4, n)
+    widened = (rows + _linear.CLASS_BLOCK) * d * 4
+    tracemalloc.start()
+    try:
+        xentc.linear_cross_entropy(hidden, weight, target)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20 + widened + 400 * n, f"float16 forward: peak {peak} B"
 
 
 def test_default_chunk_is_128_mib_or_1024_rows():

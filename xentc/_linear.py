@@ -220,13 +220,19 @@ class _Problem:
             chunk_bytes, self.n_classes, self.dtype.itemsize, self.n_rows
         )
         self.class_weight = class_weight
-        block = min(WEIGHT_BLOCK, self.n_classes)
-        # Where a 16-bit block of the weight is widened (none for float32 / float64, whose
-        # blocks are views).
-        self._widened = (
-            np.empty((block, weight.shape[1]), self.dtype) if weight.dtype != self.dtype else None
-        )
-        self.block = block
+        self.block = min(WEIGHT_BLOCK, self.n_classes)
+        self._widened_buffer = None
+
+    @property
+    def _widened(self):
+        """Where the gradient path widens a 16-bit block of the weight: made on first use, so
+        that the forward (blocks of its own) never holds it; None for float32 / float64,
+        whose blocks are views."""
+        if self.weight.dtype == self.dtype:
+            return None
+        if self._widened_buffer is None:
+            self._widened_buffer = np.empty((self.block, self.weight.shape[1]), self.dtype)
+        return self._widened_buffer
 
     def chunks(self):
         for start in range(0, self.n_rows, self.rows):
