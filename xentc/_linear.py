@@ -86,8 +86,9 @@ FORWARD_CHUNK_BYTES = 4 * 2**20
 # block of up to this many, so one at the default budget. The kernel's pass over a block is a
 # few percent of its product's time, and the two alternate once per block (thousands of times
 # a call): on 2 cores shared with other work, an OpenMP team per block, beside OpenBLAS's
-# threads still spinning after their product, made the forward 1.5x slower (W1, 2 BLAS
-# threads, same run: 1.56x of the product's time with one kernel thread, 2.66x with two).
+# threads still spinning after their product, made the forward 1.7x slower (W1, 2 BLAS
+# threads, blocks of 1024 x 1024, same run: 1.56x of the product's time with one kernel
+# thread, 2.66x with two).
 KERNEL_GRAIN = 4 * 2**20
 
 
