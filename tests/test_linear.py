@@ -70,10 +70,14 @@ def assert_grad(got, want, dtype, case):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(map(str, o)) or "defaults")
 @pytest.mark.parametrize("chunk_rows", [None, 1, 8], ids=lambda c: f"chunk{c}")
-@pytest.mark.parametrize("block", [None, 16], ids=lambda b: f"block{b}")
+@pytest.mark.parametrize("block", [None, 16, 32], ids=lambda b: f"block{b}")
 def test_against_float64_reference(rng, monkeypatch, dtype, options, chunk_rows, block):
-    if block is not None:  # several blocks of the weight gradient's accumulation over V = 37
+    if block is not None:
+        # Several blocks over V = 37 (not a multiple of either): of the weight gradient's
+        # accumulation, and of the forward's classes. With 32 and chunk_rows=1 the forward's
+        # budget of 37 logits holds one row of a 32-class block: blocks of one row.
         monkeypatch.setattr(xentc._linear, "WEIGHT_BLOCK", block)
+        monkeypatch.setattr(xentc._linear, "CLASS_BLOCK", block)
     hidden, weight, bias, target = make_problem(rng, dtype, soft=options.get("soft", False))
     kw = resolve(options, rng, hidden.shape[:-1], weight.shape[0])
     if chunk_rows is not None:
@@ -88,11 +92,18 @@ def test_against_float64_reference(rng, monkeypatch, dtype, options, chunk_rows,
         got, got_lse = got
         loss, lse, dh, dw, db = out
         np.testing.assert_allclose(got_lse, want_lse, rtol=TOL[dtype]["rtol"], err_msg=case)
-        np.testing.assert_array_equal(lse, got_lse, err_msg=case)
+        np.testing.assert_allclose(lse, want_lse, rtol=TOL[dtype]["rtol"], err_msg=case)
+        assert got_lse.dtype == lse.dtype == dtype, case
     else:
         loss, dh, dw, db = out
+    # The forward-only call (blocks of classes, merged statistics) and the one with gradients
+    # (whole rows through the core) are two computations: each against the reference.
     np.testing.assert_allclose(got, want_loss, rtol=TOL[dtype]["rtol"], atol=1e-6, err_msg=case)
-    np.testing.assert_array_equal(loss, got, err_msg=f"{case}: with_grad's loss != the loss")
+    np.testing.assert_allclose(loss, want_loss, rtol=TOL[dtype]["rtol"], atol=1e-6, err_msg=case)
+    if kw.get("reduction") == "none":
+        assert got.dtype == loss.dtype == dtype and got.shape == hidden.shape[:-1], case
+    else:
+        assert isinstance(got, float) and isinstance(loss, float), case
     assert dh.shape == hidden.shape and dh.dtype == dtype, case
     assert dw.shape == weight.shape and dw.dtype == dtype, case
     assert db.shape == bias.shape and db.dtype == dtype, case
@@ -136,7 +147,8 @@ def test_nothing_counts_and_empty(rng):
     assert not dw.any() and not db.any()
 
 
-def test_bitwise_across_threads_and_close_across_chunks(rng):
+def test_bitwise_across_threads_and_close_across_chunks(rng, monkeypatch):
+    monkeypatch.setattr(xentc._linear, "KERNEL_GRAIN", 64)  # the forward's kernel threaded too
     hidden, weight, bias, target = make_problem(rng, np.float32, lead=(300,), d=64, v=1500)
     runs = {
         (n, c): xentc.linear_cross_entropy_with_grad(
@@ -145,11 +157,105 @@ def test_bitwise_across_threads_and_close_across_chunks(rng):
         for n in (1, 2)
         for c in (7, 64)
     }
+    forward = {
+        (n, c): xentc.linear_cross_entropy(
+            hidden,
+            weight,
+            target,
+            bias=bias,
+            n_threads=n,
+            chunk_bytes=c * 1500 * 4,
+            reduction="none",
+            return_lse=True,
+        )
+        for n in (1, 2)
+        for c in (7, 64)
+    }
     for c in (7, 64):
         for a, b in zip(runs[1, c], runs[2, c]):
             np.testing.assert_array_equal(a, b, err_msg=f"n_threads 1 vs 2, chunk of {c} rows")
+        for a, b in zip(forward[1, c], forward[2, c]):
+            np.testing.assert_array_equal(a, b, err_msg=f"forward, n_threads 1 vs 2, chunk {c}")
     for a, b in zip(runs[1, 7], runs[1, 64]):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg="chunks of 7 vs 64 rows")
+    # The BLAS's rounding of the logits depends on how many rows a product has (OpenBLAS's
+    # does), so across chunk sizes the forward is close, not bitwise: see the exact-logits test.
+    for a, b in zip(forward[1, 7], forward[1, 64]):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg="forward, 7 vs 64 rows")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"reduction": "none", "return_lse": True},
+        {"class_weight": "w", "ignore_index": 3, "label_smoothing": 0.1, "z_loss": 1e-3},
+        {"soft": True, "label_smoothing": 0.05, "sample_weight": "s", "reduction": "sum"},
+        {"softcap": 5.0, "logit_scale": 0.7, "reduction": "none"},
+    ],
+    ids=["none-lse", "weights-smoothing-zloss", "soft-sum", "softcap"],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_forward_bits_do_not_depend_on_chunk_or_threads(rng, monkeypatch, dtype, options):
+    # Small integers make every logit exact whatever order a BLAS adds in, so what remains is
+    # xentc's own work: the class blocks are fixed and their statistics merge in one order, so
+    # the budget (rows per block, down to one) and n_threads change no bit. 2500 classes: blocks
+    # of 512 (four) and 452. A kernel grain of 64 logits puts every thread to work.
+    monkeypatch.setattr(xentc._linear, "KERNEL_GRAIN", 64)
+    n, d, v = 150, 16, 2500
+    hidden = rng.integers(-3, 4, (n, d)).astype(dtype)
+    weight = rng.integers(-2, 3, (v, d)).astype(dtype) / 4
+    bias = rng.integers(-8, 8, v).astype(dtype) / 8
+    soft = options.get("soft", False)
+    target = rng.dirichlet(np.ones(v), size=n).astype(dtype) if soft else rng.integers(0, v, n)
+    kw = resolve(options, rng, (n,), v)
+    row = v * np.dtype(dtype).itemsize
+    results = [
+        xentc.linear_cross_entropy(
+            hidden, weight, target, bias=bias, chunk_bytes=chunk, n_threads=threads, **kw
+        )
+        for chunk in (row, 3 * row, 40 * row, None)
+        for threads in (1, 2)
+    ]
+    for got in results[1:]:
+        for a, b in zip(np.atleast_1d(results[0]), np.atleast_1d(got)):
+            np.testing.assert_array_equal(a, b, err_msg=f"{options}")
+
+
+@pytest.mark.parametrize("soft", [False, True], ids=["index", "soft"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_forward_non_finite_logits_as_the_core(rng, monkeypatch, dtype, soft):
+    # Masked classes (-inf bias), a row of NaN, a row that overflows to +inf: the forward's
+    # merged statistics give the core's loss and lse on the same logits, with label smoothing
+    # (a masked class makes a smoothed loss +inf) and without. Blocks of 16 of the 37 classes.
+    monkeypatch.setattr(xentc._linear, "CLASS_BLOCK", 16)
+    hidden, weight, bias, target = make_problem(rng, dtype, lead=(9,), soft=soft)
+    bias[[2, 17, 36]] = -np.inf
+    if not soft:
+        target[target == 2] = 4  # a masked target would be +inf in both; keep the rows finite
+    hidden[4] = np.nan
+    # Row 6 is one product a logit (no sum whose order could overflow differently): +inf at
+    # class 5, huge and finite elsewhere.
+    hidden[6] = 0.0
+    hidden[6, 0] = np.finfo(dtype).max
+    weight[:, 0] = np.clip(weight[:, 0], -0.9, 0.9)
+    weight[5, 0] = 2.0
+    with np.errstate(all="ignore"):
+        logits = np.matmul(hidden, weight.T) + bias
+    assert np.isposinf(logits[6, 5]) and np.isfinite(logits[6, [0, 1, 3, 4]]).all()
+    for smoothing in (0.0, 0.1):
+        kw = dict(reduction="none", return_lse=True, label_smoothing=smoothing)
+        with np.errstate(all="ignore"):
+            want, want_lse = xentc.cross_entropy(logits, target, **kw)
+            got, got_lse = xentc.linear_cross_entropy(hidden, weight, target, bias=bias, **kw)
+        case = f"label_smoothing={smoothing}"
+        assert np.isnan(got[4]) and np.isnan(got_lse[4]), case
+        np.testing.assert_allclose(got, want, rtol=TOL[dtype]["rtol"], err_msg=case)
+        np.testing.assert_allclose(got_lse, want_lse, rtol=TOL[dtype]["rtol"], err_msg=case)
+        with np.errstate(all="ignore"):
+            total = xentc.linear_cross_entropy(
+                hidden, weight, target, bias=bias, label_smoothing=smoothing
+            )
+        assert math.isnan(total), case
 
 
 def test_memory_is_a_chunk_not_n_by_v(rng):
@@ -170,7 +276,9 @@ def test_memory_is_a_chunk_not_n_by_v(rng):
         _, backward_peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert forward_peak < chunk + full / 16, f"forward: peak {forward_peak} B, N x V is {full} B"
+    # The forward: the block of logits (rows x CLASS_BLOCK within the budget) and its per-row
+    # statistics, about 250 bytes a row (docs/linear.md).
+    assert forward_peak < chunk + 400 * n, f"forward: peak {forward_peak} B, N x V is {full} B"
     returned = dh.nbytes + dw.nbytes
     assert backward_peak < returned + 2 * chunk + full / 16, (
         f"with gradients: peak {backward_peak} B for {returned} B returned; N x V is {full} B"
@@ -226,6 +334,7 @@ def test_16_bit_operands(rng, monkeypatch, half, options):
         dtype = np.float16
     # Blocks of 16 classes: the widening and the block sums run several times over 37 classes.
     monkeypatch.setattr(xentc._linear, "WEIGHT_BLOCK", 16)
+    monkeypatch.setattr(xentc._linear, "CLASS_BLOCK", 16)
     hidden, weight, bias, target = make_problem(rng, np.float32)
     hidden, weight, bias = (a.astype(dtype) for a in (hidden, weight, bias))
     kw = resolve(options, rng, hidden.shape[:-1], weight.shape[0])
@@ -235,12 +344,15 @@ def test_16_bit_operands(rng, monkeypatch, half, options):
     )
     out = xentc.linear_cross_entropy_with_grad(hidden, weight, target, bias=bias, **kw)
     loss, dh, dw, db = (out[0], *out[2:]) if kw.get("return_lse") else out
+    forward = xentc.linear_cross_entropy(hidden, weight, target, bias=bias, **kw)
+    forward = forward[0] if kw.get("return_lse") else forward
     case = f"{half} options={options}"
-    np.testing.assert_allclose(
-        loss, want_loss, rtol=TOL[np.float32]["rtol"], atol=1e-6, err_msg=case
-    )
-    if kw.get("reduction") == "none":
-        assert loss.dtype == np.float32, case
+    for name, got in (("with_grad", loss), ("forward", forward)):
+        np.testing.assert_allclose(
+            got, want_loss, rtol=TOL[np.float32]["rtol"], atol=1e-6, err_msg=f"{case}: {name}"
+        )
+        if kw.get("reduction") == "none":
+            assert got.dtype == np.float32, f"{case}: {name}"
     eps = float(np.finfo(dtype).eps) if half == "float16" else 2.0**-7
     for name, got, want, like in (
         ("grad_hidden", dh, want_dh, hidden),
@@ -285,6 +397,43 @@ def test_dask_over_row_chunks(rng, reduction):
     np.testing.assert_allclose(got, want, rtol=1e-11, err_msg=f"dask, {reduction}")
     with pytest.raises(ValueError, match="target"):
         xd.linear_cross_entropy(da.from_array(hidden, chunks=(7, 16)), weight, target[:-1])
+
+
+def test_forward_default_budget_is_4_mib(rng):
+    from xentc import _linear
+
+    assert _linear.CLASS_BLOCK == 512 and _linear.FORWARD_CHUNK_BYTES == 4 * 2**20
+    assert _linear._forward_rows(None, 32000, 4, 10**6) == 2048
+    assert _linear._forward_rows(None, 128256, 8, 10**6) == 1024
+    assert _linear._forward_rows(None, 500, 4, 10**6) == 4 * 2**20 // 2000  # V < the block
+    assert _linear._forward_rows(None, 32000, 4, 100) == 100
+    assert _linear._forward_rows(32000 * 4, 32000, 4, 10**6) == 62  # one row of V: 62 of a block
+    # The default forward's peak: the 4 MiB block and ~250 bytes a row; N x V would be 125 MiB.
+    n, d, v = 4096, 8, 8000
+    hidden = rng.standard_normal((n, d)).astype(np.float32)
+    weight = rng.standard_normal((v, d)).astype(np.float32)
+    target = rng.integers(0, v, n)
+    tracemalloc.start()
+    try:
+        xentc.linear_cross_entropy(hidden, weight, target)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20 + 400 * n, f"forward with the default budget: peak {peak} B"
+    # 16-bit operands add one block of rows of hidden and one of classes of the weight, widened
+    # to float32, and nothing of the gradient path's (its 8192 x D block of the weight).
+    d = 256
+    hidden = rng.standard_normal((n, d)).astype(np.float16)
+    weight = (rng.standard_normal((v, d)) / 16).astype(np.float16)
+    rows = _linear._forward_rows(None, v, 4, n)
+    widened = (rows + _linear.CLASS_BLOCK) * d * 4
+    tracemalloc.start()
+    try:
+        xentc.linear_cross_entropy(hidden, weight, target)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20 + widened + 400 * n, f"float16 forward: peak {peak} B"
 
 
 def test_default_chunk_is_128_mib_or_1024_rows():

@@ -1,8 +1,23 @@
 """Fused linear + cross-entropy: a language model's loss without its N x V logits (issue 19).
 
 The logits of an output layer, `hidden @ weight.T + bias`, are N x V: 4096 tokens x 128256
-classes of float32 is 2 GB, and their gradient as much again. Here they are made one chunk of
-rows at a time, in one reused buffer of at most `chunk_bytes`:
+classes of float32 is 2 GB, and their gradient as much again.
+
+The loss alone (linear_cross_entropy) is blocked over classes and rows, as Cut Cross-Entropy
+does: blocks of CLASS_BLOCK classes outer, so each block of the weight is read once, and
+within each, blocks of as many rows as `chunk_bytes` (FORWARD_CHUNK_BYTES by default) of
+rows x CLASS_BLOCK logits hold:
+
+    per class block k, per row block r:   Z = H_r W_k^T + b_k                 (BLAS)
+                                          per-row statistics of Z (shard_stats' kernel)
+    per class block k:                    running statistics <- merged with block k's
+    at the end:                           combine_shards: loss, lse, reduction
+
+so its memory is one block of logits and O(N) statistics. The class block is fixed, so the
+statistics merge in one order whatever the budget and n_threads (_forward).
+
+With the gradients (linear_cross_entropy_with_grad) the logits are made one chunk of rows at
+a time, in one reused buffer of at most `chunk_bytes`:
 
     forward, per chunk c of rows:   Z_c = H_c W^T + b          (BLAS: NumPy's matmul)
                                     loss_c (and G_c = dL/dZ_c, written over Z_c) by xentc's
@@ -11,9 +26,11 @@ rows at a time, in one reused buffer of at most `chunk_bytes`:
                                     dW   += G_c^T H_c          (BLAS, a block of classes at a time)
                                     db   += column sums of G_c
 
-so the extra memory is the chunk buffer plus the gradients returned, and the forward-only call
-needs no gradient memory at all. Options are those of xentc.cross_entropy, applied to the logits
-of each chunk; each chunk's call is the core function itself, so semantics cannot drift.
+so the extra memory is the chunk buffer plus the gradients returned. Options are those of
+xentc.cross_entropy, applied to the logits of each chunk; each chunk's call is the core function
+itself, so semantics cannot drift. The loss alone goes through the vocabulary-shard functions
+(xentc._shards), which implement the same options on blocks of classes and are tested against
+the core.
 
 The weight gradient is a sum over chunks: its rounding depends on the chunk size (not on
 n_threads), and stays within float32 tolerance of the float64 sum.
@@ -32,7 +49,8 @@ import math
 
 import numpy as np
 
-from . import _api
+from . import _api, _kernels
+from ._shards import ShardStats, combine_shards
 from ._typing import ArrayLike, Loss, LossLse, Reduction
 from ._validate import (
     HALF_BF16,
@@ -41,6 +59,7 @@ from ._validate import (
     mean_denominator,
     mean_loss,
     plan_cross_entropy,
+    plan_shard,
 )
 
 # The default budget of the chunk of logits, and the fewest rows it gives unless chunk_bytes is
@@ -56,6 +75,21 @@ DEFAULT_MIN_ROWS = 1024
 # float32 a block at a time. NumPy's OpenBLAS (2 threads, AVX2) ran the products of 2048-class
 # blocks 1.2-1.6x slower than whole ones, 8192-class blocks at the whole ones' speed.
 WEIGHT_BLOCK = 8192
+# The forward-only call (linear_cross_entropy) is blocked over classes as well as rows: blocks of
+# CLASS_BLOCK classes, the outer loop (each block of the weight read once), and blocks of rows
+# within each, as many rows as FORWARD_CHUNK_BYTES (or chunk_bytes) of logits hold. The class
+# block is fixed, never derived from the budget, the rows or n_threads: the per-row statistics
+# of the blocks merge in one order, class block after class block, whatever those are.
+CLASS_BLOCK = 512
+FORWARD_CHUNK_BYTES = 4 * 2**20
+# Logits per thread of the forward's per-block kernel (xentc.shard_stats'): one thread for a
+# block of up to this many, so one at the default budget. The kernel's pass over a block is a
+# few percent of its product's time, and the two alternate once per block (thousands of times
+# a call): on 2 cores shared with other work, an OpenMP team per block, beside OpenBLAS's
+# threads still spinning after their product, made the forward 1.7x slower (W1, 2 BLAS
+# threads, blocks of 1024 x 1024, same run: 1.56x of the product's time with one kernel
+# thread, 2.66x with two).
+KERNEL_GRAIN = 4 * 2**20
 
 
 def _widen(src, dst):
@@ -100,6 +134,13 @@ def _check_operands(hidden, weight, bias):
         if bias.shape != (weight.shape[0],):
             raise ValueError(f"bias must have shape (V,) = ({weight.shape[0]},); got {bias.shape}")
     return hidden, weight, bias
+
+
+def _forward_rows(chunk_bytes, n_classes, itemsize, n_rows):
+    """Rows per block of the forward: as many as the budget holds of min(V, CLASS_BLOCK) logits
+    (chunk_bytes is checked by _chunk_rows: at least one row of all V classes)."""
+    budget = FORWARD_CHUNK_BYTES if chunk_bytes is None else int(chunk_bytes)
+    return max(1, min(n_rows, budget // (min(CLASS_BLOCK, n_classes) * itemsize)))
 
 
 def _chunk_rows(chunk_bytes, n_classes, itemsize, n_rows):
@@ -176,13 +217,23 @@ class _Problem:
         )
         self.sample_weight = s
         self.rows = _chunk_rows(chunk_bytes, self.n_classes, self.dtype.itemsize, self.n_rows)
-        block = min(WEIGHT_BLOCK, self.n_classes)
-        # Where a 16-bit block of the weight is widened (none for float32 / float64, whose
-        # blocks are views).
-        self._widened = (
-            np.empty((block, weight.shape[1]), self.dtype) if weight.dtype != self.dtype else None
+        self.forward_rows = _forward_rows(
+            chunk_bytes, self.n_classes, self.dtype.itemsize, self.n_rows
         )
-        self.block = block
+        self.class_weight = class_weight
+        self.block = min(WEIGHT_BLOCK, self.n_classes)
+        self._widened_buffer = None
+
+    @property
+    def _widened(self):
+        """Where the gradient path widens a 16-bit block of the weight: made on first use, so
+        that the forward (blocks of its own) never holds it; None for float32 / float64,
+        whose blocks are views."""
+        if self.weight.dtype == self.dtype:
+            return None
+        if self._widened_buffer is None:
+            self._widened_buffer = np.empty((self.block, self.weight.shape[1]), self.dtype)
+        return self._widened_buffer
 
     def chunks(self):
         for start in range(0, self.n_rows, self.rows):
@@ -299,6 +350,205 @@ def _run(problem, return_lse, grads=None, scale=1.0, row_scale=None):
     return loss, None if lse is None else lse.reshape(problem.lead_shape)
 
 
+# ---- the forward-only call: blocks of classes and rows, per-row statistics merged ------------
+
+_STATS = ("max", "sumexp", "pivot", "target_logit", "pivot_weight", "weight_sum", "gap")
+
+
+def _new_stats(n):
+    """Per-row statistics of a range of classes, as ShardStats holds them, for n rows."""
+    stats = {name: np.zeros(n) for name in _STATS}
+    stats["pivot"] = np.full(n, -1, np.int64)
+    return stats
+
+
+def _transform(problem, z):
+    """z'' = softcap tanh(logit_scale z / softcap), or logit_scale z, in place: the core's
+    transform (src_c/xc_row_ops.inc's transform_row), in the logits' dtype, with the tanh's
+    argument one product by a constant rounded once, as there."""
+    plan = problem.plan
+    if plan.softcap > 0.0:
+        z *= problem.dtype.type(plan.logit_scale / plan.softcap)
+        np.tanh(z, out=z)
+        z *= problem.dtype.type(plan.softcap)
+    elif plan.logit_scale != 1.0:
+        z *= problem.dtype.type(plan.logit_scale)
+
+
+def _block_stats(problem, classes, w, buffer, hidden_buffer, blk, class_weight):
+    """The statistics of one block of classes for every row into blk, a block of rows at a
+    time: Z = H[rows] W[classes]^T + b[classes] (BLAS), then xentc.shard_stats' kernel."""
+    plan = problem.plan
+    n_block = classes.stop - classes.start
+    index = plan.target_index is not None
+    bias = None if problem.bias is None else problem.bias[classes]
+    for start in range(0, problem.n_rows, problem.forward_rows):
+        rows = slice(start, min(start + problem.forward_rows, problem.n_rows))
+        n = rows.stop - rows.start
+        if hidden_buffer is None:
+            h = problem.hidden[rows]
+        else:
+            h = hidden_buffer[:n]
+            _widen(problem.hidden[rows], h)
+        z = buffer[: n * n_block].reshape(n, n_block)
+        np.matmul(h, w.T, out=z)
+        if bias is not None:
+            z += bias
+        if plan.softcap > 0.0 or plan.logit_scale != 1.0:
+            _transform(problem, z)
+        target = plan.target_index[rows] if index else problem.target[rows, classes]
+        shard = plan_shard(
+            z,
+            target,
+            classes.start,
+            problem.n_classes,
+            class_weight,
+            plan.ignore_index,
+            plan.label_smoothing,
+            max(1, min(plan.n_threads, n * n_block // KERNEL_GRAIN)),
+        )
+        _kernels.shard_stats(
+            shard,
+            want_gap=index and plan.label_smoothing > 0.0,
+            max_out=blk["max"][rows],
+            sum_out=blk["sumexp"][rows],
+            target_logit_out=blk["target_logit"][rows],
+            pivot_weight_out=blk["pivot_weight"][rows],
+            weight_sum_out=blk["weight_sum"][rows],
+            gap_out=blk["gap"][rows],
+            pivot_out=blk["pivot"][rows],
+        )
+    if index:
+        # The block's class weights, the same for every row (shard_stats' own sum, in class
+        # order); the kernel leaves this to its caller.
+        weights = n_block if class_weight is None else math.fsum(class_weight[classes])
+        blk["weight_sum"][:] = weights
+
+
+def _merge(run, blk, index, with_gap):
+    """run <- the statistics of run's classes and then blk's, merged exactly as
+    combine_shards merges shards (the same formulas, two shards at a time): the max, the sum
+    of exp(z - max) rescaled to it, the pivot of the merged range, the weight sums and the
+    gap taken against the merged max. Rows whose merged max is not finite keep only what
+    combine_shards reads of them: whether a sum holds NaN."""
+    with np.errstate(all="ignore"):
+        m = np.maximum(run["max"], blk["max"])
+        finite = np.isfinite(m)
+        mf = np.where(finite, m, 0.0)
+        fa = np.where(run["max"] == m, 1.0, np.exp(run["max"] - mf))
+        fb = np.where(blk["max"] == m, 1.0, np.exp(blk["max"] - mf))
+        if index:
+            ta, tb = run["weight_sum"], blk["weight_sum"]
+        else:
+            ta = run["weight_sum"] + run["pivot_weight"]
+            tb = blk["weight_sum"] + blk["pivot_weight"]
+        if with_gap:
+            shift_a = np.where(np.isfinite(run["max"]), run["max"], 0.0)
+            shift_b = np.where(np.isfinite(blk["max"]), blk["max"], 0.0)
+            run["gap"] = run["gap"] + ta * (mf - shift_a) + (blk["gap"] + tb * (mf - shift_b))
+        # Where the merged max is not finite the sums are only read for NaN: add them unscaled
+        # (a factor of inf times a sum of 0 would make a NaN that is not there).
+        plain = run["sumexp"] + blk["sumexp"]
+        if index:
+            # The pivot is the target, in at most one of the two; it stays out of the sum.
+            run["sumexp"] = np.where(finite, run["sumexp"] * fa + blk["sumexp"] * fb, plain)
+            held = blk["pivot"] >= 0
+            for name in ("pivot", "target_logit", "pivot_weight"):
+                run[name] = np.where(held, blk[name], run[name])
+            run["weight_sum"] = ta + tb
+        else:
+            # The merged pivot is the first max class: run's when its max is the merged one
+            # (run's classes come first), else blk's; the other pivot joins the sums.
+            a_star = finite & (run["max"] == m)
+            b_star = finite & ~a_star
+            pa = (run["pivot"] >= 0).astype(np.float64)
+            pb = (blk["pivot"] >= 0).astype(np.float64)
+            run["sumexp"] = np.where(
+                a_star,
+                run["sumexp"] + (blk["sumexp"] + pb) * fb,
+                np.where(b_star, blk["sumexp"] + (run["sumexp"] + pa) * fa, plain),
+            )
+            run["weight_sum"] = np.where(
+                a_star,
+                run["weight_sum"] + tb,
+                np.where(b_star, ta + blk["weight_sum"], ta + tb),
+            )
+            run["pivot_weight"] = np.where(
+                a_star, run["pivot_weight"], np.where(b_star, blk["pivot_weight"], 0.0)
+            )
+            run["pivot"] = np.where(a_star, run["pivot"], np.where(b_star, blk["pivot"], -1))
+        run["max"] = m
+
+
+def _forward(problem, return_lse):
+    """linear_cross_entropy: (loss as the reduction asks, lse or None).
+
+    Class blocks outer (each block of the weight is read, and for 16-bit weights widened, once),
+    blocks of rows inner (hidden is re-read once per class block); each (rows, classes) block of
+    logits is made in one reused buffer and reduced by xentc.shard_stats' kernel to per-row
+    statistics, which merge into running ones (_merge) class block after class block. The
+    running statistics, one "shard" of all V classes, then go through combine_shards: the
+    loss, the lse, the reduction. Memory: the buffer, and O(N) statistics."""
+    plan, dtype = problem.plan, problem.dtype
+    n, n_classes = problem.n_rows, problem.n_classes
+    block = min(CLASS_BLOCK, n_classes)
+    index = plan.target_index is not None
+    with_gap = not index or plan.label_smoothing > 0.0
+    class_weight = (
+        None
+        if problem.class_weight is None
+        else np.ascontiguousarray(np.asarray(problem.class_weight), dtype=dtype)
+    )
+    buffer = np.empty(problem.forward_rows * block, dtype)
+    widen = problem.weight.dtype != dtype
+    weight_buffer = np.empty((block, problem.weight.shape[1]), dtype) if widen else None
+    hidden_buffer = (
+        np.empty((problem.forward_rows, problem.hidden.shape[1]), dtype) if widen else None
+    )
+    run = blk = None
+    for first in range(0, n_classes, block):
+        classes = slice(first, min(first + block, n_classes))
+        if weight_buffer is None:
+            w = problem.weight[classes]
+        else:
+            w = weight_buffer[: classes.stop - classes.start]
+            _widen(problem.weight[classes], w)
+        if blk is None:
+            blk = _new_stats(n)
+        _block_stats(problem, classes, w, buffer, hidden_buffer, blk, class_weight)
+        if run is None:
+            run, blk = blk, None
+        else:
+            _merge(run, blk, index, with_gap)
+    assert run is not None  # V >= 1: at least one block
+    counted = plan.target_index != plan.ignore_index if index else np.ones(n, dtype=bool)
+    whole = ShardStats(
+        max=run["max"],
+        sumexp=run["sumexp"],
+        pivot=run["pivot"],
+        target_logit=run["target_logit"],
+        pivot_weight=run["pivot_weight"],
+        weight_sum=run["weight_sum"],
+        gap=run["gap"],
+        counted=counted,
+        class_offset=0,
+        n_block=n_classes,
+        n_classes=n_classes,
+        lead_shape=(n,),
+        dtype=dtype,
+        kind="index" if index else "prob",
+        label_smoothing=plan.label_smoothing,
+        ignore_index=plan.ignore_index,
+    )
+    totals = combine_shards(
+        whole, sample_weight=problem.sample_weight, reduction=plan.reduction, z_loss=plan.z_loss
+    )
+    loss = totals.loss
+    if plan.reduction == "none":
+        loss = loss.reshape(problem.lead_shape)
+    return loss, totals.lse.reshape(problem.lead_shape) if return_lse else None
+
+
 def linear_cross_entropy(
     hidden: ArrayLike,
     weight: ArrayLike,
@@ -319,9 +569,13 @@ def linear_cross_entropy(
 ) -> Loss | LossLse:
     """xentc.cross_entropy of ``hidden @ weight.T + bias`` without the N x V logits.
 
-    The logits are made one chunk of rows at a time in one reused buffer of at most
-    `chunk_bytes`, and each chunk goes through `cross_entropy` itself: the options and their
-    semantics are the core's.
+    The logits are made one block of rows and classes at a time in one reused buffer of at
+    most `chunk_bytes`: blocks of ``CLASS_BLOCK`` (512) classes, the outer loop, so each block
+    of the weight is read once, and blocks of rows within each. Each block is reduced to per-row
+    statistics (the maximum, the sum of exponentials, the target's logit, the smoothing sums),
+    merged class block after class block as `combine_shards` merges vocabulary shards: the
+    options and their semantics are `cross_entropy`'s. The class block is fixed, so the
+    statistics merge in the same order for every `chunk_bytes` and `n_threads`.
 
     Parameters
     ----------
@@ -340,12 +594,18 @@ def linear_cross_entropy(
         projection here.
     sample_weight, ignore_index, reduction, label_smoothing, z_loss
         As in `cross_entropy`, applied to the logits.
-    softcap, logit_scale, return_lse, n_threads
+    softcap, logit_scale, return_lse
         As in `cross_entropy`, applied to the logits.
+    n_threads : int, optional
+        As in `cross_entropy`, for the kernel that reduces each block of logits; it gets one
+        thread per ``KERNEL_GRAIN`` (4 Mi) logits of a block, so one at the default budget
+        (the products run on the BLAS's own threads). The result does not depend on it.
     chunk_bytes : int, optional
-        The budget of the buffer of logits (``rows x V``, float32 for 16-bit operands); default
-        ``DEFAULT_CHUNK_BYTES`` (128 MiB) or ``DEFAULT_MIN_ROWS`` (1024) rows, whichever is
-        more. At least one row.
+        The budget of the buffer of logits: ``rows x min(V, CLASS_BLOCK)``, float32 for 16-bit
+        operands (which also widen one block of the weight and one of rows of `hidden` to
+        float32). Default ``FORWARD_CHUNK_BYTES`` (4 MiB: 2048 rows of 512 float32 classes).
+        At least one row of all V logits (`linear_cross_entropy_with_grad`'s minimum, so that
+        one budget serves both). Besides it the call keeps about 250 bytes a row of statistics.
 
     Returns
     -------
@@ -395,7 +655,7 @@ def linear_cross_entropy(
         n_threads,
         chunk_bytes,
     )
-    loss, lse = _run(problem, return_lse)
+    loss, lse = _forward(problem, return_lse)
     return (loss, lse) if return_lse else loss
 
 
@@ -420,9 +680,12 @@ def linear_cross_entropy_with_grad(
 ) -> tuple:
     """`linear_cross_entropy` and its gradients with respect to `hidden`, `weight`, `bias`.
 
-    Each chunk's gradient with respect to its logits is written over them and taken back
-    through the projection before the next chunk: ``dH = G W``, ``dW += G^T H``,
-    ``db += sum_rows G``.
+    The logits are made one chunk of whole rows at a time in one reused buffer of at most
+    `chunk_bytes`, and each chunk goes through `cross_entropy_with_grad` itself. Each chunk's
+    gradient with respect to its logits is written over them and taken back through the
+    projection before the next chunk: ``dH = G W``, ``dW += G^T H``, ``db += sum_rows G``.
+    The loss is computed as the core computes it, so it may differ from
+    `linear_cross_entropy`'s (blocks of classes) in the last bits.
 
     Parameters
     ----------
@@ -430,8 +693,12 @@ def linear_cross_entropy_with_grad(
         As in `linear_cross_entropy`.
     ignore_index, reduction, label_smoothing, z_loss, softcap, logit_scale
         As in `linear_cross_entropy`.
-    return_lse, chunk_bytes, n_threads
+    return_lse, n_threads
         As in `linear_cross_entropy`.
+    chunk_bytes : int, optional
+        The budget of the buffer of logits, whole rows here (``rows x V``, float32 for 16-bit
+        operands); default ``DEFAULT_CHUNK_BYTES`` (128 MiB) or ``DEFAULT_MIN_ROWS`` (1024)
+        rows, whichever is more. At least one row.
     grad_output : float or array_like, optional
         As in `cross_entropy_with_grad`: the cotangent of the loss (a scalar, or for
         ``'none'`` one per row).
