@@ -50,7 +50,7 @@ import math
 import numpy as np
 
 from . import _api, _kernels
-from ._shards import ShardStats, combine_shards
+from ._shards import ShardStats, combine_shards, merge_adjacent
 from ._typing import ArrayLike, Loss, LossLse, Reduction
 from ._validate import (
     HALF_BF16,
@@ -425,59 +425,21 @@ def _block_stats(problem, classes, w, buffer, hidden_buffer, blk, class_weight):
         blk["weight_sum"][:] = weights
 
 
-def _merge(run, blk, index, with_gap):
-    """run <- the statistics of run's classes and then blk's, merged exactly as
-    combine_shards merges shards (the same formulas, two shards at a time): the max, the sum
-    of exp(z - max) rescaled to it, the pivot of the merged range, the weight sums and the
-    gap taken against the merged max. Rows whose merged max is not finite keep only what
-    combine_shards reads of them: whether a sum holds NaN."""
-    with np.errstate(all="ignore"):
-        m = np.maximum(run["max"], blk["max"])
-        finite = np.isfinite(m)
-        mf = np.where(finite, m, 0.0)
-        fa = np.where(run["max"] == m, 1.0, np.exp(run["max"] - mf))
-        fb = np.where(blk["max"] == m, 1.0, np.exp(blk["max"] - mf))
-        if index:
-            ta, tb = run["weight_sum"], blk["weight_sum"]
-        else:
-            ta = run["weight_sum"] + run["pivot_weight"]
-            tb = blk["weight_sum"] + blk["pivot_weight"]
-        if with_gap:
-            shift_a = np.where(np.isfinite(run["max"]), run["max"], 0.0)
-            shift_b = np.where(np.isfinite(blk["max"]), blk["max"], 0.0)
-            run["gap"] = run["gap"] + ta * (mf - shift_a) + (blk["gap"] + tb * (mf - shift_b))
-        # Where the merged max is not finite the sums are only read for NaN: add them unscaled
-        # (a factor of inf times a sum of 0 would make a NaN that is not there).
-        plain = run["sumexp"] + blk["sumexp"]
-        if index:
-            # The pivot is the target, in at most one of the two; it stays out of the sum.
-            run["sumexp"] = np.where(finite, run["sumexp"] * fa + blk["sumexp"] * fb, plain)
-            held = blk["pivot"] >= 0
-            for name in ("pivot", "target_logit", "pivot_weight"):
-                run[name] = np.where(held, blk[name], run[name])
-            run["weight_sum"] = ta + tb
-        else:
-            # The merged pivot is the first max class: run's when its max is the merged one
-            # (run's classes come first), else blk's; the other pivot joins the sums.
-            a_star = finite & (run["max"] == m)
-            b_star = finite & ~a_star
-            pa = (run["pivot"] >= 0).astype(np.float64)
-            pb = (blk["pivot"] >= 0).astype(np.float64)
-            run["sumexp"] = np.where(
-                a_star,
-                run["sumexp"] + (blk["sumexp"] + pb) * fb,
-                np.where(b_star, blk["sumexp"] + (run["sumexp"] + pa) * fa, plain),
-            )
-            run["weight_sum"] = np.where(
-                a_star,
-                run["weight_sum"] + tb,
-                np.where(b_star, ta + blk["weight_sum"], ta + tb),
-            )
-            run["pivot_weight"] = np.where(
-                a_star, run["pivot_weight"], np.where(b_star, blk["pivot_weight"], 0.0)
-            )
-            run["pivot"] = np.where(a_star, run["pivot"], np.where(b_star, blk["pivot"], -1))
-        run["max"] = m
+def _shard(problem, stats, classes, counted):
+    """One block's statistics as the ShardStats that shard_stats returns for it."""
+    plan = problem.plan
+    return ShardStats(
+        **stats,
+        counted=counted,
+        class_offset=classes.start,
+        n_block=classes.stop - classes.start,
+        n_classes=problem.n_classes,
+        lead_shape=(problem.n_rows,),
+        dtype=problem.dtype,
+        kind="prob" if plan.target_index is None else "index",
+        label_smoothing=plan.label_smoothing,
+        ignore_index=plan.ignore_index,
+    )
 
 
 def _forward(problem, return_lse):
@@ -486,14 +448,15 @@ def _forward(problem, return_lse):
     Class blocks outer (each block of the weight is read, and for 16-bit weights widened, once),
     blocks of rows inner (hidden is re-read once per class block); each (rows, classes) block of
     logits is made in one reused buffer and reduced by xentc.shard_stats' kernel to per-row
-    statistics, which merge into running ones (_merge) class block after class block. The
-    running statistics, one "shard" of all V classes, then go through combine_shards: the
-    loss, the lse, the reduction. Memory: the buffer, and O(N) statistics."""
+    statistics, which merge into running ones class block after class block (merge_adjacent,
+    the merge combine_shards folds vocabulary shards with). The running statistics, one
+    "shard" of all V classes, then go through combine_shards: the loss, the lse, the
+    reduction. Memory: the buffer, and O(N) statistics."""
     plan, dtype = problem.plan, problem.dtype
     n, n_classes = problem.n_rows, problem.n_classes
     block = min(CLASS_BLOCK, n_classes)
     index = plan.target_index is not None
-    with_gap = not index or plan.label_smoothing > 0.0
+    counted = plan.target_index != plan.ignore_index if index else np.ones(n, dtype=bool)
     class_weight = (
         None
         if problem.class_weight is None
@@ -505,7 +468,7 @@ def _forward(problem, return_lse):
     hidden_buffer = (
         np.empty((problem.forward_rows, problem.hidden.shape[1]), dtype) if widen else None
     )
-    run = blk = None
+    run = None
     for first in range(0, n_classes, block):
         classes = slice(first, min(first + block, n_classes))
         if weight_buffer is None:
@@ -513,35 +476,13 @@ def _forward(problem, return_lse):
         else:
             w = weight_buffer[: classes.stop - classes.start]
             _widen(problem.weight[classes], w)
-        if blk is None:
-            blk = _new_stats(n)
+        blk = _new_stats(n)  # new arrays: the running statistics may hold the last block's
         _block_stats(problem, classes, w, buffer, hidden_buffer, blk, class_weight)
-        if run is None:
-            run, blk = blk, None
-        else:
-            _merge(run, blk, index, with_gap)
+        stats = _shard(problem, blk, classes, counted)
+        run = stats if run is None else merge_adjacent(run, stats)
     assert run is not None  # V >= 1: at least one block
-    counted = plan.target_index != plan.ignore_index if index else np.ones(n, dtype=bool)
-    whole = ShardStats(
-        max=run["max"],
-        sumexp=run["sumexp"],
-        pivot=run["pivot"],
-        target_logit=run["target_logit"],
-        pivot_weight=run["pivot_weight"],
-        weight_sum=run["weight_sum"],
-        gap=run["gap"],
-        counted=counted,
-        class_offset=0,
-        n_block=n_classes,
-        n_classes=n_classes,
-        lead_shape=(n,),
-        dtype=dtype,
-        kind="index" if index else "prob",
-        label_smoothing=plan.label_smoothing,
-        ignore_index=plan.ignore_index,
-    )
     totals = combine_shards(
-        whole, sample_weight=problem.sample_weight, reduction=plan.reduction, z_loss=plan.z_loss
+        run, sample_weight=problem.sample_weight, reduction=plan.reduction, z_loss=plan.z_loss
     )
     loss = totals.loss
     if plan.reduction == "none":
