@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dask.array as da
 import numpy as np
-from dask.base import tokenize
 from dask.graph_manipulation import bind
 
 from ._shards import combine_shards, shard_grad, shard_stats
@@ -217,21 +216,10 @@ def cross_entropy_blocks(
             )
         )
     if with_grad:
-        seed = tokenize(
-            logits,
-            target,
-            weight,
-            sample_weight,
-            ignore_index,
-            reduction,
-            label_smoothing,
-            z_loss,
-            grad_output,
-            n_threads,
-            return_lse,
-        )
         # The second pass reads its own copy of the logits (and of probability targets, which
-        # are as large), bound to start after every block of rows is combined.
+        # are as large), bound to start after every block of rows is combined. The seed is the
+        # totals' name: a token of everything the totals (and so the bound copy) depend on.
+        seed = totals.name
         logits2 = bind(logits, totals, seed=seed)
         target2 = bind(target, totals, seed=seed) if prob else target
         go, go_ind = grad_output, None  # None or a Python scalar: passed as it is
