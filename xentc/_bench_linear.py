@@ -30,7 +30,6 @@ A contender that cannot run says why (torch not installed, or over --linear-max-
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -493,21 +492,7 @@ def main(args):
         f"err: relative to float64 (grad: grad_hidden's first {REF_ROWS} rows, grad_weight's "
         f"first {REF_ROWS} classes, norm-wise)."
     )
-    contention = watch.stop()
-    warning = bench.contention_warning(contention)
-    if warning:
-        print("\n" + warning)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "machine": info,
-                    "linear": [asdict(r) for r in rows],
-                    "other_processes": contention,
-                },
-                f,
-                indent=2,
-            )
+    bench.end_of_run(watch, args.json, {"machine": info, "linear": [asdict(r) for r in rows]})
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(format_table(rows, markdown=True) + "\n")

@@ -345,6 +345,20 @@ class CpuWatch:
 CONTENTION_CORES = 0.1
 
 
+def end_of_run(watch, json_path, figures):
+    """A report's end: the warning when other processes used the CPU during it, and, when a
+    path is given, its figures with that measurement written as JSON. Returns the
+    measurement."""
+    contention = watch.stop()
+    warning = contention_warning(contention)
+    if warning:
+        print("\n" + warning)
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump({**figures, "other_processes": contention}, f, indent=2)
+    return contention
+
+
 def contention_warning(result, n_cpus=None):
     """A warning line when other processes used the CPU during the run, else None."""
     cores = result.get("other_cores")
@@ -1081,23 +1095,16 @@ def main(argv=None):
         )
         if any(r.loss_check != "ok" for r in step_rows):
             print("loss mismatch against torch: see the 'loss check' column.")
-    contention = watch.stop()
-    warning = contention_warning(contention)
-    if warning:
-        print("\n" + warning)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(
-                {
-                    "machine": info,
-                    "bandwidth": bandwidth,
-                    "rows": [asdict(r) for r in rows],
-                    "torch_step": [asdict(r) for r in step_rows],
-                    "other_processes": contention,
-                },
-                f,
-                indent=2,
-            )
+    contention = end_of_run(
+        watch,
+        args.json,
+        {
+            "machine": info,
+            "bandwidth": bandwidth,
+            "rows": [asdict(r) for r in rows],
+            "torch_step": [asdict(r) for r in step_rows],
+        },
+    )
     if args.markdown:
         shown = list(argv if argv is not None else sys.argv[1:])
         for option in ("--markdown", "--readme"):  # the output paths say nothing about the run
