@@ -11,7 +11,20 @@ root="$1"
 suite="${2:-trixie}"
 mirror="${XENTC_DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 stamp="$root/.xentc-root-$suite"
+# bfloat16 (tests/test_half.py, the parity tests' bfloat16 cases) comes from ml_dtypes, which Debian
+# does not package: its aarch64 wheel from PyPI, unpacked into the root's dist-packages by the
+# host's pip. Its own step, so that a root made before it gets it too.
+add_ml_dtypes() {
+    local python_version
+    python_version="$(basename "$(ls -d "$root"/usr/lib/python3.[0-9]*)" | sed 's/python//')"
+    [ -e "$root/.xentc-ml-dtypes" ] && return
+    python3 -m pip install -q --root-user-action=ignore --no-deps --only-binary=:all: --implementation cp \
+        --platform manylinux2014_aarch64 --python-version "$python_version" \
+        --target "$root/usr/lib/python3/dist-packages" "ml_dtypes>=0.4"
+    touch "$root/.xentc-ml-dtypes"
+}
 if [ -e "$stamp" ]; then
+    add_ml_dtypes
     echo "arm64 root $root: already made ($suite)"
     exit 0
 fi
@@ -33,10 +46,11 @@ done
 lib="$root/usr/lib/aarch64-linux-gnu"
 ln -sf blas/libblas.so.3 "$lib/libblas.so.3"
 ln -sf lapack/liblapack.so.3 "$lib/liblapack.so.3"
+add_ml_dtypes
 # Python under emulation runs ~20x slower, and compiling a module to bytecode is most of an
 # import's time (numpy alone: 50 s): import what the build and the tests use once, with bytecode
 # writing on, so that every later run reads the cached .pyc files.
 env -u PYTHONDONTWRITEBYTECODE qemu-aarch64-static -L "$root" "$root/usr/bin/python3" -c \
-    "import numpy, scipy.special, pytest, hypothesis, Cython.Build, setuptools, mpmath, sysconfig"
+    "import numpy, scipy.special, pytest, hypothesis, Cython.Build, setuptools, mpmath, sysconfig, ml_dtypes"
 touch "$stamp"
 echo "arm64 root $root ($suite): made in $((SECONDS - started)) s, $(du -sh "$root" | cut -f1)"
