@@ -69,7 +69,8 @@ def test_streamed_gradient_matches_small_calls(dtype, out_kind, options, rng):
 def test_overlapped_rows_match_small_calls(dtype, case, rng):
     # A streamed gradient of whole rows is written one row late, during the next row's pass
     # (src_c/xc_whole_rows.inc, overlapped rows), from a second scratch row: with per-class
-    # weights, rows that do not count (sample weight 0: their gradient is a fill of 0s) and
+    # weights, rows that do not count (sample weight 0: their gradient is a fill of 0s), rows
+    # with a NaN, an inf or only -inf (filled with NaN) and
     # probability targets read in place, the bits are still those of small calls, for every
     # n_threads. Probabilities of the other float dtype are converted into scratch, which keeps
     # the rows in order (not overlapped): the same bits too.
@@ -81,6 +82,9 @@ def test_overlapped_rows_match_small_calls(dtype, case, rng):
         options["weight"] = rng.uniform(0.5, 2.0, N_CLASSES).astype(dtype)
         sample_weight = rng.uniform(0.5, 2.0, n_rows)
         sample_weight[[0, 3, n_rows - 1]] = 0.0  # the first, a middle and the last row
+        logits[5, 7] = np.nan  # rows whose max is not finite: a gradient filled with NaN
+        logits[6, 9] = np.inf
+        logits[7] = -np.inf
     else:
         target_dtype = (
             dtype if case == "prob-target" else np.float64 if dtype == np.float32 else np.float32
