@@ -71,8 +71,9 @@ def test_overlapped_rows_match_small_calls(dtype, case, rng):
     # (src_c/xc_whole_rows.inc, overlapped rows), from a second scratch row: with per-class
     # weights, rows that do not count (sample weight 0: their gradient is a fill of 0s), rows
     # with a NaN, an inf or only -inf (filled with NaN) and probability targets read in place,
-    # the bits are still those of small calls, for every n_threads. Probabilities of the other float dtype are converted into scratch, which keeps
-    # the rows in order (not overlapped): the same bits too.
+    # the bits are still those of small calls, for every n_threads. Probabilities of the other
+    # float dtype are converted into scratch, which keeps the rows in order (not overlapped):
+    # the same bits too.
     n_rows = STREAM_MIN_BYTES // (N_CLASSES * np.dtype(dtype).itemsize) + 5
     logits = (rng.standard_normal((n_rows, N_CLASSES)) * 2).astype(dtype)
     options = {}
